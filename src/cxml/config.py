@@ -130,7 +130,8 @@ class Params:
         """The params as plain data (every section, defaults filled in), as logged and hashed."""
         out = dataclasses.asdict(self)
         out.pop("source")
-        return _lists_not_tuples(out)
+        plain: dict[str, Any] = _lists_not_tuples(out)
+        return plain
 
     def flat(self) -> dict[str, Any]:
         """`section.key -> value`, the way MLflow and `dvc params diff` show params."""
@@ -181,11 +182,13 @@ def params_from_mapping(raw: object, *, source: str = DEFAULT_PARAMS_FILE) -> Pa
     """Build `Params` from already-parsed YAML, checking every key and type."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping of sections, got {_describe(raw)}")
-    built = _build_dataclass(Params, raw, source, prefix="", skip={"source"})
+    built: Params = _build_dataclass(Params, raw, source, prefix="", skip={"source"})
     return dataclasses.replace(built, source=source)
 
 
-def _build_dataclass(cls: type[Any], raw: Mapping[Any, Any], source: str, prefix: str, skip: set[str] | None = None) -> Any:
+def _build_dataclass(
+    cls: type[Any], raw: Mapping[Any, Any], source: str, prefix: str, skip: set[str] | None = None
+) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in (skip or set())}
     unknown = [str(k) for k in raw if k not in fields]
@@ -267,11 +270,17 @@ def validate_ranges(params: Params) -> None:
             params.data.val_fraction + params.data.test_fraction < 1,
             "data.val_fraction + data.test_fraction: must leave some data to train on",
         ),
-        (params.data.image_size is None or params.data.image_size >= 4, "data.image_size: must be at least 4"),
+        (
+            params.data.image_size is None or params.data.image_size >= 4,
+            "data.image_size: must be at least 4",
+        ),
         (params.data.crop_padding >= 0, "data.crop_padding: must not be negative"),
         (params.train.num_workers >= 0, "train.num_workers: must not be negative"),
         (params.evaluate.latency_samples >= 1, "evaluate.latency_samples: must be at least 1"),
-        (params.data.source != "imagefolder" or bool(params.data.path), "data.path: required when data.source is imagefolder"),
+        (
+            params.data.source != "imagefolder" or bool(params.data.path),
+            "data.path: required when data.source is imagefolder",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -57,6 +57,8 @@ def build_model(architecture: str, num_classes: int, in_channels: int) -> torch.
     """A freshly initialised classifier; torchvision models get a channel adapter for grey input."""
     import torch
 
+    from cxml.nets import RepeatChannels, SmallCNN
+
     if architecture == "small_cnn":
         return SmallCNN(num_classes, in_channels)
     known = torchvision_architectures()
@@ -68,7 +70,7 @@ def build_model(architecture: str, num_classes: int, in_channels: int) -> torch.
         )
     from torchvision import models
 
-    network = models.get_model(architecture, weights=None, num_classes=num_classes)
+    network: torch.nn.Module = models.get_model(architecture, weights=None, num_classes=num_classes)
     if in_channels == 3:
         return network
     return torch.nn.Sequential(RepeatChannels(3), network)
@@ -80,11 +82,15 @@ def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
 
     weights_path = Path(path)
     if not weights_path.is_file():
-        raise ConfigError(f"model.weights: {weights_path} not found; give a local state-dict file or null")
+        raise ConfigError(
+            f"model.weights: {weights_path} not found; give a local state-dict file or null"
+        )
     try:
         loaded = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise ConfigError(f"model.weights: {weights_path} is not a readable torch state dict ({exc})") from None
+        raise ConfigError(
+            f"model.weights: {weights_path} is not a readable torch state dict ({exc})"
+        ) from None
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     target = model.state_dict()
@@ -93,7 +99,9 @@ def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
         loaded = {f"1.{k}": v for k, v in loaded.items()}
     compatible = {k: v for k, v in loaded.items() if k in target and target[k].shape == v.shape}
     if not compatible:
-        raise ConfigError(f"model.weights: {weights_path} has no weights matching model.architecture")
+        raise ConfigError(
+            f"model.weights: {weights_path} has no weights matching model.architecture"
+        )
     model.load_state_dict(compatible, strict=False)
 
 
@@ -105,7 +113,9 @@ def save_model_file(path: str | Path, model: torch.nn.Module, metadata: ModelMet
 
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     with files.atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FILE_FORMAT, "state_dict": state, "metadata": metadata.to_dict()}, tmp)
+        torch.save(
+            {"format": MODEL_FILE_FORMAT, "state_dict": state, "metadata": metadata.to_dict()}, tmp
+        )
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
@@ -113,13 +123,19 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
 
     model_path = Path(path)
     if not model_path.is_file():
-        raise CxmlError(f"{model_path}: model file not found; run `cxml train` first or pass --model PATH")
+        raise CxmlError(
+            f"{model_path}: model file not found; run `cxml train` first or pass --model PATH"
+        )
     try:
         payload = torch.load(model_path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CxmlError(f"{model_path}: not a readable cxml model file ({exc}); re-run `cxml train`") from None
+        raise CxmlError(
+            f"{model_path}: not a readable cxml model file ({exc}); re-run `cxml train`"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
-        raise CxmlError(f"{model_path}: not a cxml model file (format {MODEL_FILE_FORMAT} expected)")
+        raise CxmlError(
+            f"{model_path}: not a cxml model file (format {MODEL_FILE_FORMAT} expected)"
+        )
     return payload["state_dict"], ModelMetadata.from_dict(payload["metadata"])
 
 
@@ -136,7 +152,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP / torch.compile wrappers."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
-    return inner  # type: ignore[no-any-return]
+    return inner
 
 
 def preprocess(images: torch.Tensor, metadata: ModelMetadata) -> torch.Tensor:
@@ -161,60 +177,3 @@ def image_to_input(image: Image, metadata: ModelMetadata) -> torch.Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def _small_cnn_layers(num_classes: int, in_channels: int) -> list[Any]:
-    from torch import nn
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-    return [
-        *block(in_channels, 32),
-        *block(32, 64),
-        nn.MaxPool2d(2),
-        *block(64, 128),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(0.1),
-        nn.Linear(128, num_classes),
-    ]
-
-
-_CLASSES: dict[str, Any] = {}
-
-
-def _module_classes() -> dict[str, Any]:
-    if _CLASSES:
-        return _CLASSES
-    import torch
-    from torch import nn
-
-    class SmallCNN(nn.Sequential):
-        """A small conv net for tiny inputs (digits 8x8, CIFAR 32x32): three conv blocks and a head."""
-
-        def __init__(self, num_classes: int, in_channels: int) -> None:
-            super().__init__(*_small_cnn_layers(num_classes, in_channels))
-
-    class RepeatChannels(nn.Module):
-        """Feed 1-channel images to a 3-channel torchvision model."""
-
-        def __init__(self, channels: int) -> None:
-            super().__init__()
-            self.channels = channels
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
-
-    _CLASSES.update(SmallCNN=SmallCNN, RepeatChannels=RepeatChannels)
-    return _CLASSES
-
-
-def SmallCNN(num_classes: int, in_channels: int) -> torch.nn.Module:  # noqa: N802 - reads like the class
-    module: torch.nn.Module = _module_classes()["SmallCNN"](num_classes, in_channels)
-    return module
-
-
-def RepeatChannels(channels: int) -> torch.nn.Module:  # noqa: N802
-    module: torch.nn.Module = _module_classes()["RepeatChannels"](channels)
-    return module

@@ -1,0 +1,268 @@
+"""`python -m cxml.evaluate`: test-split metrics, baseline comparison and the gate decision."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cxml import console, files, ghactions
+from cxml.config import Params, load_params, validate_ranges
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxml.data import Split
+    from cxml.models import ModelMetadata
+
+
+@dataclass(frozen=True)
+class Predictions:
+    actual: list[int]
+    predicted: list[int]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cxml evaluate", description=__doc__)
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    parser.add_argument("--model", default=None, help="model file (default: outputs.model)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="auto | git:<ref> | champion | none (default: evaluate.baseline)",
+    )
+    parser.add_argument(
+        "--gate",
+        action="append",
+        default=None,
+        metavar="RULE",
+        help="a gate rule (repeatable); replaces evaluate.gate",
+    )
+    parser.add_argument(
+        "--device", default=None, help="device for inference (default: train.device)"
+    )
+    parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the gate fails")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    validate_ranges(params)
+    from cxml.gate import parse_rules
+
+    rule_texts = args.gate if args.gate is not None else list(params.evaluate.gate)
+    parse_rules(rule_texts)  # a typo in a rule fails before minutes of evaluation
+
+    import torch
+
+    from cxml.data import load_dataset
+    from cxml.models import load_model_file
+    from cxml.train import choose_device
+
+    device = choose_device(args.device or params.train.device)
+    model, metadata = load_model_file(args.model or params.outputs.model, device=str(device))
+    data = load_dataset(params.data)
+    check_data_matches(metadata, data.content_hash, data.class_names)
+    torch.manual_seed(params.train.seed)
+
+    predictions = predict(model, data.test, metadata, params.evaluate.batch_size, device)
+    p50, p95 = measure_latency(model, data.test, metadata, params.evaluate.latency_samples, device)
+    metrics = classification_metrics(predictions, metadata.class_names)
+    metrics.update(latency_p50_ms=round(p50, 4), latency_p95_ms=round(p95, 4))
+    write_metrics(params, metrics, predictions, metadata.class_names)
+    log_to_tracking(params, metrics)
+    console.info(
+        f"test accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
+        f"latency p50 {p50:.3f} ms  p95 {p95:.3f} ms  ({metrics['num_test_images']} images)"
+    )
+
+    decision = decide_gate(params, rule_texts, metrics, args.baseline)
+    report_path = write_plain_report(params)
+    ghactions.set_output("gate", decision.decision)
+    ghactions.set_output("gate-file", params.outputs.gate)
+    ghactions.set_output("report-file", report_path)
+    return 0 if decision.passed or args.no_fail else 1
+
+
+def check_data_matches(metadata: ModelMetadata, data_hash: str, class_names: Sequence[str]) -> None:
+    from cxml.errors import DataError
+
+    if tuple(class_names) != tuple(metadata.class_names):
+        raise DataError(
+            "the test data's classes differ from the model's "
+            f"({len(class_names)} vs {len(metadata.class_names)}); evaluate with the params the model was trained with"
+        )
+    if metadata.data_hash and metadata.data_hash != data_hash:
+        console.warn(
+            "the dataset changed since the model was trained (data hash differs); retrain for a fair comparison"
+        )
+
+
+def predict(
+    model: torch.nn.Module,
+    split: Split,
+    metadata: ModelMetadata,
+    batch_size: int,
+    device: torch.device,
+) -> Predictions:
+    import torch
+
+    from cxml.models import preprocess
+
+    predicted: list[int] = []
+    with torch.inference_mode():
+        for start in range(0, len(split), batch_size):
+            images = split.images[start : start + batch_size].to(device)
+            logits = model(preprocess(images, metadata))
+            predicted += logits.argmax(1).cpu().tolist()
+    return Predictions(actual=split.labels.tolist(), predicted=predicted)
+
+
+def measure_latency(
+    model: torch.nn.Module,
+    split: Split,
+    metadata: ModelMetadata,
+    samples: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """p50 / p95 milliseconds for one image, as a single-image request would see it."""
+    import torch
+
+    from cxml.models import preprocess
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    timings: list[float] = []
+    with torch.inference_mode():
+        for i in range(samples + 5):
+            image = split.images[i % len(split)].unsqueeze(0).to(device)
+            synchronize()
+            start = time.perf_counter()
+            model(preprocess(image, metadata))
+            synchronize()
+            if i >= 5:  # the first calls warm up allocators and kernels
+                timings.append((time.perf_counter() - start) * 1000.0)
+    return percentile(timings, 50), percentile(timings, 95)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def classification_metrics(predictions: Predictions, class_names: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        predictions.actual, predictions.predicted, labels=labels, average="macro", zero_division=0
+    )
+    per_class: dict[str, float] = {}
+    for index, name in enumerate(class_names):
+        members = [
+            p for a, p in zip(predictions.actual, predictions.predicted, strict=True) if a == index
+        ]
+        if members:
+            per_class[name] = round(sum(p == index for p in members) / len(members), 6)
+    return {
+        "accuracy": round(float(accuracy_score(predictions.actual, predictions.predicted)), 6),
+        "precision_macro": round(float(precision), 6),
+        "recall_macro": round(float(recall), 6),
+        "f1_macro": round(float(f1), 6),
+        "num_test_images": len(predictions.actual),
+        "per_class_accuracy": per_class,
+    }
+
+
+def write_metrics(
+    params: Params, metrics: dict[str, Any], predictions: Predictions, class_names: Sequence[str]
+) -> None:
+    out = params.outputs
+    files.write_json(out.eval_metrics, metrics)
+    confusion = [
+        [class_names[a], class_names[p]]
+        for a, p in zip(predictions.actual, predictions.predicted, strict=True)
+    ]
+    files.write_csv(out.confusion_plot, ["actual", "predicted"], confusion)
+    support = {name: predictions.actual.count(i) for i, name in enumerate(class_names)}
+    per_class = [
+        [name, metrics["per_class_accuracy"].get(name, ""), support[name]] for name in class_names
+    ]
+    files.write_csv(out.per_class_plot, ["class", "accuracy", "support"], per_class)
+
+
+def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
+    """Add `eval.*` metrics to the training run, so the registry's champion carries them."""
+    from pathlib import Path
+
+    from cxml.metrics import flatten
+
+    run_info_path = Path(params.outputs.run_info)
+    if not params.tracking.enabled or not run_info_path.exists():
+        return
+    run_id = files.read_json(run_info_path, what="run info").get("run_id")
+    if not run_id:
+        return
+    try:
+        from cxml.tracking import client
+
+        mlflow_client = client(params.tracking.uri)
+        for name, value in flatten(metrics).items():
+            mlflow_client.log_metric(run_id, f"eval.{name}", value)
+    except Exception as exc:
+        console.warn(
+            f"MLflow: logging evaluation metrics failed ({str(exc).splitlines()[0]}); the files are written"
+        )
+
+
+def decide_gate(
+    params: Params, rule_texts: Sequence[str], metrics: dict[str, Any], baseline_spec: str | None
+) -> Any:
+    from cxml.baseline import resolve_baseline
+    from cxml.gate import run_gate
+    from cxml.tracking import champion_metrics
+
+    baseline = resolve_baseline(
+        baseline_spec or params.evaluate.baseline,
+        params.outputs.eval_metrics,
+        champion_lookup=lambda: champion_metrics(params.tracking),
+    )
+    console.info(f"baseline: {baseline.description}")
+    return run_gate(rule_texts, metrics, baseline.metrics, baseline.to_dict(), params.outputs.gate)
+
+
+def write_plain_report(params: Params) -> str:
+    """A plain report.md from gate.json (the PR report step renders the full one)."""
+    gate = files.read_json(params.outputs.gate, what="gate decision")
+    lines = [
+        f"<!-- cxml-report: {params.tracking.model_name} -->",
+        f"## cxml: {params.tracking.model_name}",
+        "",
+        f"**Gate: {gate['decision'].upper()}** (baseline: {gate['baseline']['description']})",
+        "",
+        "| rule | value | threshold | result |",
+        "|---|---|---|---|",
+    ]
+    for rule in gate["rules"]:
+        value = "-" if rule["value"] is None else f"{rule['value']:.4g}"
+        threshold = "-" if rule["threshold"] is None else f"{rule['threshold']:.4g}"
+        lines.append(f"| `{rule['rule']}` | {value} | {threshold} | {rule['result']} |")
+    path = params.outputs.report
+    files.write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    from cxml.console import run_entry_point
+
+    raise SystemExit(run_entry_point(main))

@@ -1,0 +1,694 @@
+"""`python -m cxml.train`: train the classifier in params.yaml and write model, metrics and plots."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cxml import __version__, console, files, ghactions
+from cxml.config import Params, TrainConfig, load_params, validate_ranges
+from cxml.distributed import DistContext
+from cxml.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxml.data import Dataset, Split
+    from cxml.models import ModelMetadata
+
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the tensors: where training stands."""
+
+    epoch: int
+    history: list[EpochStats]
+    run_id: str | None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cxml train", description=__doc__)
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--device", default=None, help="override train.device (auto, cpu, cuda, mps)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    params = apply_overrides(load_params(args.params), args)
+    validate_ranges(params)
+
+    import torch
+
+    from cxml.data import load_dataset
+    from cxml.distributed import init_distributed, shutdown
+
+    device = choose_device(params.train.device)
+    ctx = init_distributed(device.type == "cuda")
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    try:
+        configure_torch(params.train, device)
+        data = load_dataset(params.data)
+        say = console.info if ctx.is_main else _silent
+        say(
+            f"data: {data.description}; train {len(data.train)}, val {len(data.val)}, test {len(data.test)}"
+        )
+        say(
+            f"device: {describe_device(device)}"
+            + (f", {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else "")
+        )
+        metadata = build_metadata(params, data)
+        result = fit(
+            params,
+            data,
+            metadata,
+            device,
+            ctx,
+            resume=args.resume,
+            show_progress=want_progress(args.progress),
+            tracking=not args.no_tracking,
+        )
+        if ctx.is_main:
+            write_outputs(params, result, metadata)
+    finally:
+        shutdown(ctx)
+    return 0
+
+
+def _silent(message: str) -> None:
+    del message
+
+
+def apply_overrides(params: Params, args: argparse.Namespace) -> Params:
+    import dataclasses
+
+    train = params.train
+    if args.device:
+        train = dataclasses.replace(train, device=args.device)
+    else:
+        from cxml import env
+
+        if env.get(env.CXML_DEVICE):
+            train = dataclasses.replace(train, device=env.get(env.CXML_DEVICE) or "auto")
+    if args.epochs is not None:
+        train = dataclasses.replace(train, epochs=args.epochs)
+    return dataclasses.replace(params, train=train)
+
+
+def want_progress(flag: bool | None) -> bool:
+    """A progress bar on a terminal, one plain line per epoch in CI logs."""
+    return sys.stderr.isatty() if flag is None else flag
+
+
+# --- device and torch settings ------------------------------------------------------------------
+
+
+def choose_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device: cuda was asked for but no CUDA GPU is visible; use auto or cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "train.device: mps was asked for but is not available here; use auto or cpu"
+        )
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        # Bit-for-bit repeatable CPU runs: same params + seed -> same metrics files.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.compile:
+        cache = compile_cache_dir()
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+
+
+def compile_cache_dir() -> Path:
+    """A persistent place for torch.compile artifacts, so a self-hosted runner compiles once."""
+    from cxml import env
+
+    base = env.get(env.CXML_CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "cxml")
+    path = Path(base) / "inductor"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Precision:
+    autocast_dtype: Any | None
+    """torch.bfloat16 / torch.float16 under autocast, or None for fp32."""
+    use_grad_scaler: bool
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    import torch
+
+    if device.type != "cuda" or not cfg.mixed_precision:
+        return Precision(None, False)
+    if torch.cuda.is_bf16_supported():
+        return Precision(torch.bfloat16, False)
+    return Precision(torch.float16, True)
+
+
+# --- model, optimiser, metadata -----------------------------------------------------------------
+
+
+def build_metadata(params: Params, data: Dataset) -> ModelMetadata:
+    from cxml.models import ModelMetadata
+
+    mean, std = data.channel_stats()
+    return ModelMetadata(
+        architecture=params.model.architecture,
+        num_classes=data.num_classes,
+        class_names=data.class_names,
+        input_size=data.input_size,
+        mean=mean,
+        std=std,
+        cxml_version=__version__,
+        git_commit=current_git_commit(),
+        params_hash=params.digest(),
+        data_hash=data.content_hash,
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def current_git_commit() -> str | None:
+    from cxml import env
+
+    if env.get(env.GITHUB_SHA):
+        return env.get(env.GITHUB_SHA)
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=10
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def make_optimizer(
+    cfg: TrainConfig, model: torch.nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    import torch
+
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # Fused kernels on GPU: one launch per step instead of one per parameter.
+    fused = True if device.type == "cuda" else None
+    if cfg.optimizer == "sgd":
+        nesterov = cfg.momentum > 0
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    import torch
+
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+# --- the training loop --------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    history: list[EpochStats]
+    run_id: str | None
+    model_version: str | None
+    seconds: float
+
+
+def fit(
+    params: Params,
+    data: Dataset,
+    metadata: ModelMetadata,
+    device: torch.device,
+    ctx: DistContext,
+    *,
+    resume: bool,
+    show_progress: bool,
+    tracking: bool,
+) -> FitResult:
+    import torch
+
+    from cxml.models import build_model, load_weights_file
+    from cxml.tracking import RunLogger
+
+    cfg = params.train
+    model = build_model(params.model.architecture, data.num_classes, data.input_size[0])
+    if params.model.weights:
+        load_weights_file(model, params.model.weights)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model, device)
+    scheduler = make_scheduler(cfg, optimizer)
+    precision = choose_precision(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if precision.use_grad_scaler else None
+
+    checkpoint_path = Path(params.outputs.checkpoint_dir) / CHECKPOINT_NAME
+    state = TrainState(epoch=0, history=[], run_id=None)
+    if resume:
+        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, metadata, ctx)
+
+    train_model: torch.nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+
+    logger = RunLogger(params, enabled=tracking and params.tracking.enabled and ctx.is_main)
+    logger.start(resume_run_id=state.run_id)
+    state.run_id = logger.run_id
+
+    train_split = to_device(data.train, device)
+    val_split = to_device(data.val, device)
+    mean = torch.tensor(metadata.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(metadata.std, device=device).view(1, -1, 1, 1)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    started = time.perf_counter() - sum(s.seconds for s in state.history)
+
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        sums = train_one_epoch(
+            train_model,
+            train_split,
+            params,
+            epoch,
+            optimizer,
+            scaler,
+            precision,
+            loss_fn,
+            mean,
+            std,
+            device,
+            ctx,
+            progress=show_progress and ctx.is_main,
+        )
+        scheduler.step()
+        val_sums = evaluate_loss_accuracy(
+            model, val_split, cfg.batch_size * 2, precision, loss_fn, mean, std, device, ctx
+        )
+        stats = epoch_stats(epoch, sums, val_sums, lr, time.perf_counter() - epoch_start)
+        if not (math.isfinite(stats.loss) and math.isfinite(stats.val_loss)):
+            raise TrainingError(
+                f"the training loss became {stats.loss} in epoch {epoch}; training stopped and no model was "
+                f"written: lower train.lr (now {cfg.lr}) or check the data"
+            )
+        state.history.append(stats)
+        state.epoch = epoch
+        if ctx.is_main:
+            console.info(format_epoch(stats, cfg.epochs))
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, metadata, state)
+            logger.log_epoch(asdict(stats))
+        from cxml.distributed import barrier
+
+        barrier(ctx)
+
+    result = FitResult(
+        model=model,
+        history=state.history,
+        run_id=logger.run_id,
+        model_version=None,
+        seconds=time.perf_counter() - started,
+    )
+    if ctx.is_main:
+        result.model_version = logger.finish(model, metadata, data)
+    return result
+
+
+def to_device(split: Split, device: torch.device) -> Split:
+    """Keep the whole split resident on the device as uint8 (decoded once, no loader workers)."""
+    from cxml.data import Split
+
+    return Split(
+        split.images.to(device, non_blocking=True), split.labels.to(device, non_blocking=True)
+    )
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    split: Split,
+    params: Params,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    precision: Precision,
+    loss_fn: torch.nn.Module,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    ctx: DistContext,
+    *,
+    progress: bool,
+) -> torch.Tensor:
+    """One pass over this rank's share; returns [loss_sum, correct, count] summed over all ranks."""
+    import torch
+
+    from cxml.batches import (
+        batch_indices,
+        epoch_order,
+        normalise,
+        num_batches,
+        random_crop,
+        random_flip,
+    )
+
+    cfg = params.train
+    model.train()
+    order = epoch_order(len(split), cfg.seed, epoch, split.images.device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
+    # Accumulated on the device and read once per epoch: no host sync inside the step.
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    batches: Iterator[torch.Tensor] = batch_indices(order, cfg.batch_size, ctx.rank, ctx.world_size)
+    total = num_batches(len(split), cfg.batch_size, ctx.world_size)
+    with progress_bar(progress, total, f"epoch {epoch}/{cfg.epochs}") as advance:
+        for index in batches:
+            images = split.images[index]
+            labels = split.labels[index]
+            images = random_crop(images, params.data.crop_padding, generator)
+            if params.data.flip:
+                images = random_flip(images, generator)
+            inputs = normalise(images, mean, std)
+            if device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with precision.autocast(device):
+                logits = model(inputs)
+                loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            count = labels.shape[0]
+            sums += torch.stack(
+                [
+                    loss.detach().double() * count,
+                    (logits.argmax(1) == labels).sum().double(),
+                    torch.tensor(float(count), device=device, dtype=torch.float64),
+                ]
+            )
+            advance()
+    from cxml.distributed import all_reduce_sum
+
+    return all_reduce_sum(sums, ctx)
+
+
+def evaluate_loss_accuracy(
+    model: torch.nn.Module,
+    split: Split,
+    batch_size: int,
+    precision: Precision,
+    loss_fn: torch.nn.Module,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    ctx: DistContext,
+) -> torch.Tensor:
+    import torch
+
+    from cxml.batches import normalise
+    from cxml.distributed import all_reduce_sum
+
+    model.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    mine = torch.arange(ctx.rank, len(split), ctx.world_size, device=split.images.device)
+    with torch.inference_mode():
+        for start in range(0, int(mine.shape[0]), batch_size):
+            index = mine[start : start + batch_size]
+            inputs = normalise(split.images[index], mean, std)
+            if device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            labels = split.labels[index]
+            with precision.autocast(device):
+                logits = model(inputs).float()
+            sums += torch.stack(
+                [
+                    torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                    (logits.argmax(1) == labels).sum().double(),
+                    torch.tensor(float(labels.shape[0]), device=device, dtype=torch.float64),
+                ]
+            )
+    del loss_fn  # validation reports plain cross-entropy, without label smoothing
+    return all_reduce_sum(sums.clone(), ctx)
+
+
+def epoch_stats(
+    epoch: int, train_sums: torch.Tensor, val_sums: torch.Tensor, lr: float, seconds: float
+) -> EpochStats:
+    loss_sum, correct, count = (float(v) for v in train_sums.tolist())
+    val_loss_sum, val_correct, val_count = (float(v) for v in val_sums.tolist())
+    return EpochStats(
+        epoch=epoch,
+        loss=loss_sum / max(count, 1.0),
+        accuracy=correct / max(count, 1.0),
+        val_loss=val_loss_sum / max(val_count, 1.0),
+        val_accuracy=val_correct / max(val_count, 1.0),
+        lr=lr,
+        seconds=seconds,
+    )
+
+
+def format_epoch(stats: EpochStats, epochs: int) -> str:
+    return (
+        f"epoch {stats.epoch}/{epochs}  loss {stats.loss:.4f}  acc {stats.accuracy:.4f}  "
+        f"val_loss {stats.val_loss:.4f}  val_acc {stats.val_accuracy:.4f}  lr {stats.lr:.4g}  {stats.seconds:.1f}s"
+    )
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield lambda: bar.update(1)
+    finally:
+        bar.close()
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    metadata: ModelMetadata,
+    state: TrainState,
+) -> None:
+    import torch
+
+    payload = {
+        "epoch": state.epoch,
+        "history": [asdict(s) for s in state.history],
+        "run_id": state.run_id,
+        "params_hash": metadata.params_hash,
+        "data_hash": metadata.data_hash,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    with files.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    metadata: ModelMetadata,
+    ctx: DistContext,
+) -> TrainState:
+    import torch
+
+    if not path.exists():
+        if ctx.is_main:
+            console.info(f"resume: no checkpoint at {path}; starting from epoch 1")
+        return TrainState(epoch=0, history=[], run_id=None)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TrainingError(
+            f"{path}: checkpoint cannot be read ({exc}); delete it and train without --resume"
+        ) from None
+    for key in ("params_hash", "data_hash"):
+        if payload.get(key) != getattr(metadata, key):
+            what = "params" if key == "params_hash" else "data"
+            raise TrainingError(
+                f"{path}: the checkpoint was made with other {what}; train without --resume "
+                f"(or delete {path.parent}) to start over"
+            )
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    history = [EpochStats(**row) for row in payload["history"]]
+    if ctx.is_main:
+        console.info(f"resume: continuing after epoch {payload['epoch']} from {path}")
+    return TrainState(epoch=int(payload["epoch"]), history=history, run_id=payload.get("run_id"))
+
+
+# --- outputs ---------------------------------------------------------------------------------------
+
+
+def train_metrics(history: Sequence[EpochStats], seconds: float) -> dict[str, float | int]:
+    last = history[-1]
+    return {
+        "epochs": last.epoch,
+        "loss": round(last.loss, 6),
+        "accuracy": round(last.accuracy, 6),
+        "val_loss": round(last.val_loss, 6),
+        "val_accuracy": round(last.val_accuracy, 6),
+        "seconds": round(seconds, 3),
+    }
+
+
+def write_outputs(params: Params, result: FitResult, metadata: ModelMetadata) -> None:
+    from cxml.models import save_model_file
+    from cxml.tracking import redact_uri, resolve_tracking_uri
+
+    out = params.outputs
+    save_model_file(out.model, result.model, metadata)
+    files.write_json(out.train_metrics, train_metrics(result.history, result.seconds))
+    header = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    rows = [
+        [
+            s.epoch,
+            f"{s.loss:.6f}",
+            f"{s.accuracy:.6f}",
+            f"{s.val_loss:.6f}",
+            f"{s.val_accuracy:.6f}",
+            f"{s.lr:.6g}",
+            f"{s.seconds:.3f}",
+        ]
+        for s in result.history
+    ]
+    files.write_csv(out.train_plot, header, rows)
+    run_info = {
+        "run_id": result.run_id,
+        "tracking_uri": redact_uri(resolve_tracking_uri(params.tracking.uri))
+        if result.run_id
+        else None,
+        "experiment": params.tracking.experiment,
+        "model_name": params.tracking.model_name,
+        "model_version": result.model_version,
+        "model_path": out.model,
+        "git_commit": metadata.git_commit,
+        "epochs": len(result.history),
+    }
+    files.write_json(out.run_info, run_info)
+    console.info(f"model: {out.model}  metrics: {out.train_metrics}  plots: {out.train_plot}")
+    ghactions.set_output("run-id", result.run_id or "")
+    ghactions.set_output("model-path", out.model)
+    ghactions.set_output("metrics-file", str(out.train_metrics))
+    ghactions.set_output("model-version", result.model_version or "")
+
+
+if __name__ == "__main__":
+    from cxml.console import run_entry_point
+
+    raise SystemExit(run_entry_point(main))
