@@ -13,11 +13,17 @@ from cxml import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("cxml.run", "train -> evaluate -> gate -> report.md on the current params.yaml"),
     "train": ("cxml.train", "train the model from params.yaml"),
-    "evaluate": ("cxml.evaluate", "evaluate the model on the test split, compare with the baseline, decide the gate"),
+    "evaluate": (
+        "cxml.evaluate",
+        "evaluate the model on the test split, compare with the baseline, decide the gate",
+    ),
     "gate": ("cxml.gate", "re-decide the gate from metrics/eval.json and a baseline"),
     "report": ("cxml.report", "build the PR report and post it as a comment"),
     "serve": ("cxml.serve", "serve a model over HTTP (/predict, /healthz, /version, /metrics)"),
-    "redeploy": ("cxml.redeploy", "upload a gated release over SSH and swap the serving host to it"),
+    "redeploy": (
+        "cxml.redeploy",
+        "upload a gated release over SSH and swap the serving host to it",
+    ),
     "init": ("cxml.init", "write params.yaml, dvc.yaml and workflow templates into a repository"),
 }
 
@@ -45,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; run `cxml --help` for the list", file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}; run `cxml --help` for the list", file=sys.stderr
+        )
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     from cxml.console import run_entry_point

@@ -170,12 +170,29 @@ def load_params(path: str | Path | None = None, *, required: bool = False) -> Pa
             raise ConfigError(f"{label}: file not found; create it or pass --params PATH")
         return Params(source=label)
     try:
-        raw = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+        raw = yaml.load(params_path.read_text(encoding="utf-8"), Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{label}: not valid YAML{where}; fix the syntax") from None
     return params_from_mapping(raw or {}, source=label)
+
+
+def _yaml_loader() -> type[Any]:
+    """PyYAML's safe loader, plus YAML 1.2 floats: `lr: 1e-3` is a number, not a string."""
+    import re
+
+    import yaml
+
+    class ParamsLoader(yaml.SafeLoader):
+        pass
+
+    ParamsLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return ParamsLoader
 
 
 def params_from_mapping(raw: object, *, source: str = DEFAULT_PARAMS_FILE) -> Params:

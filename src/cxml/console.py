@@ -28,7 +28,9 @@ def report_error(error: CxmlError) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def run_entry_point(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+def run_entry_point(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> int:
     """Call a step's main; a CxmlError becomes one `error:` line and exit code 2."""
     try:
         return main(argv)

@@ -125,8 +125,8 @@ def stratified_split(
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         rng.shuffle(members)
-        n_test = max(1, round(len(members) * test_fraction))
-        n_val = max(1, round(len(members) * val_fraction))
+        n_test = max(1, round(len(members) * test_fraction)) if test_fraction > 0 else 0
+        n_val = max(1, round(len(members) * val_fraction)) if val_fraction > 0 else 0
         test.append(members[:n_test])
         val.append(members[n_test : n_test + n_val])
         train.append(members[n_test + n_val :])
@@ -225,7 +225,7 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     if "val" not in decoded:
         images, labels, hashes = decoded["train"]
         train_idx, val_idx, _ = stratified_split(
-            labels.numpy(), cfg.val_fraction, 1e-9, cfg.split_seed
+            labels.numpy(), cfg.val_fraction, 0.0, cfg.split_seed
         )
         decoded["val"] = (images[val_idx], labels[val_idx], hashes)
         decoded["train"] = (images[train_idx], labels[train_idx], hashes)
@@ -284,7 +284,7 @@ def decode_one(path: Path, size: int) -> tuple[np.ndarray | None, str]:
 
         with Image.open(BytesIO(data)) as image:
             rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(rgb, dtype=np.uint8)
+            array = np.array(rgb, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None, ""
     return array, hashlib.sha256(data).hexdigest()

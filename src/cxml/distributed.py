@@ -69,3 +69,19 @@ def shutdown(ctx: DistContext) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def weights_in_sync(model: torch.nn.Module, ctx: DistContext) -> bool:
+    """True when every rank holds the same parameters (DDP keeps them equal; this proves it)."""
+    if not ctx.enabled:
+        return True
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        checksum = torch.stack([flat.sum(), (flat * flat).sum(), flat.abs().max()])
+        low, high = checksum.clone(), checksum.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(low, high))

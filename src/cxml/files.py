@@ -52,7 +52,9 @@ def read_json(path: str | Path, *, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxmlError(f"{path}: {what} is not valid JSON ({exc}); re-run the step that writes it") from None
+        raise CxmlError(
+            f"{path}: {what} is not valid JSON ({exc}); re-run the step that writes it"
+        ) from None
 
 
 def write_csv(target: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

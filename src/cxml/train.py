@@ -396,6 +396,15 @@ def fit(
 
         barrier(ctx)
 
+    if ctx.enabled:
+        from cxml.distributed import weights_in_sync
+
+        if not weights_in_sync(model, ctx):
+            raise TrainingError(
+                "the ranks ended with different weights; this is a bug, please report it"
+            )
+        if ctx.is_main:
+            console.info(f"distributed: weights identical on all {ctx.world_size} ranks")
     result = FitResult(
         model=model,
         history=state.history,
@@ -635,7 +644,8 @@ def load_checkpoint(
 # --- outputs ---------------------------------------------------------------------------------------
 
 
-def train_metrics(history: Sequence[EpochStats], seconds: float) -> dict[str, float | int]:
+def train_metrics(history: Sequence[EpochStats]) -> dict[str, float | int]:
+    """The last epoch's numbers; wall-clock times stay in plots/run.json so reruns compare equal."""
     last = history[-1]
     return {
         "epochs": last.epoch,
@@ -643,7 +653,6 @@ def train_metrics(history: Sequence[EpochStats], seconds: float) -> dict[str, fl
         "accuracy": round(last.accuracy, 6),
         "val_loss": round(last.val_loss, 6),
         "val_accuracy": round(last.val_accuracy, 6),
-        "seconds": round(seconds, 3),
     }
 
 
@@ -653,7 +662,7 @@ def write_outputs(params: Params, result: FitResult, metadata: ModelMetadata) ->
 
     out = params.outputs
     save_model_file(out.model, result.model, metadata)
-    files.write_json(out.train_metrics, train_metrics(result.history, result.seconds))
+    files.write_json(out.train_metrics, train_metrics(result.history))
     header = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     rows = [
         [
@@ -679,6 +688,7 @@ def write_outputs(params: Params, result: FitResult, metadata: ModelMetadata) ->
         "model_path": out.model,
         "git_commit": metadata.git_commit,
         "epochs": len(result.history),
+        "train_seconds": round(result.seconds, 3),
     }
     files.write_json(out.run_info, run_info)
     console.info(f"model: {out.model}  metrics: {out.train_metrics}  plots: {out.train_plot}")

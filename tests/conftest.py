@@ -1,0 +1,86 @@
+"""Shared fixtures: a clean environment, a working directory, and helpers to run cxml for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Variables that would leak the developer's or CI's context into the code under test.
+_LEAKY_PREFIXES = ("GITHUB_", "CI_", "MLFLOW_", "CXML_", "RUNNER_", "GITLAB_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(_LEAKY_PREFIXES) or name in ("ACT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty directory that is the current directory for the test."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cxml(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m cxml.cli ...` in a real subprocess and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [PYTHON, "-m", "cxml.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_params(directory: Path, text: str) -> Path:
+    path = directory / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+FAST_PARAMS = """
+train:
+  epochs: 3
+  batch_size: 128
+tracking:
+  enabled: false
+"""
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One real `cxml run` on the digits (few epochs, MLflow on SQLite), shared read-only."""
+    directory = tmp_path_factory.mktemp("trained")
+    write_params(directory, "train:\n  epochs: 4\n  batch_size: 128\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_PREFIXES)}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    result = subprocess.run(
+        [PYTHON, "-m", "cxml.cli", "run"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield directory

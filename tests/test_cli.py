@@ -1,0 +1,47 @@
+"""The `cxml` front door: fast help, no heavy imports at start-up, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import run_cxml
+
+
+def test_help_lists_every_step(tmp_path: Path) -> None:
+    result = run_cxml("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("run", "train", "evaluate", "gate", "report", "serve", "redeploy", "init"):
+        assert f"  {command} " in result.stdout
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from cxml.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'mlflow', 'torchvision', 'sklearn', 'dvc', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_unknown_command(tmp_path: Path) -> None:
+    result = run_cxml("trian", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown command 'trian'" in result.stderr
+
+
+def test_errors_become_github_annotations(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("train:\n  lr: fast\n")
+    result = run_cxml("train", cwd=tmp_path, env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 2
+    assert "::error::params.yaml: train.lr: expected a number, got 'fast'" in result.stdout
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: params.yaml: train.lr: expected a number, got 'fast'"
+    )
