@@ -1,0 +1,146 @@
+"""Evaluate and gate on a really trained model: metrics files, baselines from git, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cxml
+
+
+@pytest.fixture
+def trained(trained_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's trained workspace (tests change files in it)."""
+    target = tmp_path / "ws"
+    shutil.copytree(trained_dir, target)
+    return target
+
+
+def test_eval_outputs(trained: Path) -> None:
+    metrics = json.loads((trained / "metrics/eval.json").read_text())
+    for name in (
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "latency_p50_ms",
+        "latency_p95_ms",
+    ):
+        assert isinstance(metrics[name], float), name
+    assert metrics["accuracy"] >= 0.9
+    assert metrics["latency_p50_ms"] <= metrics["latency_p95_ms"]
+    assert set(metrics["per_class_accuracy"]) == {str(i) for i in range(10)}
+    confusion = list(csv.DictReader((trained / "plots/confusion.csv").open()))
+    assert len(confusion) == metrics["num_test_images"]
+    correct = sum(row["actual"] == row["predicted"] for row in confusion)
+    assert correct / len(confusion) == pytest.approx(metrics["accuracy"], abs=1e-6)
+    per_class = list(csv.DictReader((trained / "plots/per_class.csv").open()))
+    assert [row["class"] for row in per_class] == [str(i) for i in range(10)]
+    report = (trained / "report.md").read_text()
+    assert report.startswith("<!-- cxml-report: cxml-model -->")
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_baseline_from_a_git_ref_and_gate_exit_codes(trained: Path) -> None:
+    git("init", "-q", "-b", "main", cwd=trained)
+    git(
+        "-c",
+        "user.email=t@e",
+        "-c",
+        "user.name=t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "root",
+        cwd=trained,
+    )
+    baseline = {"accuracy": 0.999, "f1_macro": 0.5, "latency_p95_ms": 1000.0}
+    (trained / "metrics/eval.json").write_text(json.dumps(baseline))
+    git("add", "metrics/eval.json", cwd=trained)
+    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "baseline", cwd=trained)
+    git("checkout", "-q", "-b", "feature", cwd=trained)
+
+    rules = ["--gate", "accuracy >= baseline - 0.005", "--gate", "f1_macro > baseline"]
+    result = run_cxml("evaluate", "--baseline", "git:main", *rules, cwd=trained)
+    assert result.returncode == 1, result.stderr  # accuracy below 0.994 fails
+    assert "baseline: metrics/eval.json at main" in result.stdout
+    gate = json.loads((trained / "gate.json").read_text())
+    assert gate["decision"] == "fail"
+    assert gate["baseline"]["metrics"] == baseline
+    assert [r["result"] for r in gate["rules"]] == ["fail", "pass"]
+    assert gate["rules"][0]["threshold"] == pytest.approx(0.994)
+
+    assert (
+        run_cxml("evaluate", "--baseline", "git:main", "--no-fail", *rules, cwd=trained).returncode
+        == 0
+    )
+
+    # `auto` finds the same baseline through GITHUB_BASE_REF, as in a pull_request job
+    result = run_cxml(
+        "gate", "--gate", "f1_macro > baseline", cwd=trained, env={"GITHUB_BASE_REF": "main"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((trained / "gate.json").read_text())["baseline"]["ref"] == "main"
+
+
+def test_no_baseline_is_said_plainly(trained: Path) -> None:
+    result = run_cxml("gate", "--baseline", "auto", cwd=trained)
+    assert result.returncode == 0
+    assert "skipped (no baseline)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--gate", "acuracy >= 0.9"],
+            "error: gate rule 'acuracy >= 0.9': unknown metric 'acuracy'; known metrics: accuracy,",
+        ),
+        (["--gate", "accuracy >>= 0.9"], "error: gate rule 'accuracy >>= 0.9': "),
+        (
+            ["--baseline", "git:no-such-branch"],
+            "error: baseline: git ref 'no-such-branch' not found",
+        ),
+        (["--baseline", "yesterday"], "error: baseline: unknown value 'yesterday'"),
+    ],
+)
+def test_bad_gate_input_is_one_line_and_leaves_gate_json_alone(
+    trained: Path, args: list[str], message: str
+) -> None:
+    before = (trained / "gate.json").read_bytes()
+    result = run_cxml("gate", *args, cwd=trained)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert (trained / "gate.json").read_bytes() == before
+
+
+def test_unknown_metric_fails_before_any_evaluation(trained: Path) -> None:
+    (trained / "metrics/eval.json").unlink()
+    (trained / "params.yaml").write_text("evaluate:\n  gate: ['accuracy >= baseline -']\n")
+    result = run_cxml("evaluate", cwd=trained)
+    assert result.returncode == 2
+    assert "gate rule 'accuracy >= baseline -'" in result.stderr
+    assert not (trained / "metrics/eval.json").exists()
+
+
+def test_missing_model_file(trained: Path) -> None:
+    (trained / "model/model.pt").unlink()
+    result = run_cxml("evaluate", cwd=trained)
+    assert result.returncode == 2
+    assert "model/model.pt: model file not found; run `cxml train` first" in result.stderr
+
+
+def test_corrupt_gate_input_metrics(trained: Path) -> None:
+    (trained / "metrics/eval.json").write_text("{not json")
+    result = run_cxml("gate", cwd=trained)
+    assert result.returncode == 2
+    assert "metrics/eval.json: evaluation metrics is not valid JSON" in result.stderr
