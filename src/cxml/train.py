@@ -351,8 +351,11 @@ def fit(
     logger.start(resume_run_id=state.run_id)
     state.run_id = logger.run_id
 
-    train_split = to_device(data.train, device)
-    val_split = to_device(data.val, device)
+    data_path, why = choose_data_path(cfg, data, device)
+    if ctx.is_main:
+        console.info(f"data path: {data_path} ({why})")
+    train_batches = BatchSource(data.train, data_path, device, cfg, ctx)
+    val_split = to_device(data.val, device) if data_path == "resident" else data.val
     mean = torch.tensor(metadata.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(metadata.std, device=device).view(1, -1, 1, 1)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -363,7 +366,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         sums = train_one_epoch(
             train_model,
-            train_split,
+            train_batches.epoch(epoch),
             params,
             epoch,
             optimizer,
@@ -417,6 +420,88 @@ def fit(
     return result
 
 
+RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
+
+
+def choose_data_path(cfg: TrainConfig, data: Dataset, device: torch.device) -> tuple[str, str]:
+    """`resident` (uint8 split kept on the device, augmented there) or `loader` (DataLoader)."""
+    if cfg.data_path == "loader":
+        return "loader", "train.data_path: loader"
+    if device.type != "cuda":
+        return "resident", f"{device.type}: the decoded dataset is already in memory"
+    import torch
+
+    needed = sum(s.images.numel() + s.labels.numel() * 8 for s in (data.train, data.val))
+    free, _ = torch.cuda.mem_get_info(device)
+    size = f"{needed / 2**20:.0f} MiB as uint8"
+    if cfg.data_path == "gpu":
+        return "resident", f"train.data_path: gpu; {size}"
+    if needed <= RESIDENT_SHARE_OF_FREE_MEMORY * free:
+        return "resident", f"the dataset ({size}) fits in GPU memory ({free / 2**30:.1f} GiB free)"
+    return (
+        "loader",
+        f"the dataset ({size}) does not fit in half the free GPU memory ({free / 2**30:.1f} GiB)",
+    )
+
+
+@dataclass
+class EpochBatches:
+    """One epoch's (images, labels) batches on the device, and how many there are."""
+
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    count: int
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches
+
+
+class BatchSource:
+    """Shuffled, rank-sharded training batches from a resident split or a DataLoader."""
+
+    def __init__(
+        self, split: Split, path: str, device: torch.device, cfg: TrainConfig, ctx: DistContext
+    ) -> None:
+        from cxml.batches import num_batches
+
+        self.path, self.device, self.cfg, self.ctx = path, device, cfg, ctx
+        self.count = num_batches(len(split), cfg.batch_size, ctx.world_size)
+        self.split = to_device(split, device) if path == "resident" else split
+        self.loader: Any = None
+        if path == "loader":
+            from cxml.loader import EpochBatchSampler, make_loader
+
+            self.sampler = EpochBatchSampler(
+                len(split), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size
+            )
+            self.loader = make_loader(
+                split.images,
+                split.labels,
+                self.sampler,
+                cfg.num_workers,
+                pin_memory=device.type == "cuda",
+            )
+
+    def epoch(self, epoch: int) -> EpochBatches:
+        return EpochBatches(self._batches(epoch), self.count)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.loader is None:
+            from cxml.batches import batch_indices, epoch_order
+
+            order = epoch_order(len(self.split), self.cfg.seed, epoch, self.split.images.device)
+            for index in batch_indices(
+                order, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
+            ):
+                yield self.split.images[index], self.split.labels[index]
+            return
+        self.sampler.set_epoch(epoch)
+        for images, labels in self.loader:
+            yield (
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+            )
+
+
 def to_device(split: Split, device: torch.device) -> Split:
     """Keep the whole split resident on the device as uint8 (decoded once, no loader workers)."""
     from cxml.data import Split
@@ -428,7 +513,7 @@ def to_device(split: Split, device: torch.device) -> Split:
 
 def train_one_epoch(
     model: torch.nn.Module,
-    split: Split,
+    batches: EpochBatches,
     params: Params,
     epoch: int,
     optimizer: torch.optim.Optimizer,
@@ -445,27 +530,16 @@ def train_one_epoch(
     """One pass over this rank's share; returns [loss_sum, correct, count] summed over all ranks."""
     import torch
 
-    from cxml.batches import (
-        batch_indices,
-        epoch_order,
-        normalise,
-        num_batches,
-        random_crop,
-        random_flip,
-    )
+    from cxml.batches import normalise, random_crop, random_flip
+    from cxml.distributed import all_reduce_sum
 
     cfg = params.train
     model.train()
-    order = epoch_order(len(split), cfg.seed, epoch, split.images.device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
     # Accumulated on the device and read once per epoch: no host sync inside the step.
     sums = torch.zeros(3, device=device, dtype=torch.float64)
-    batches: Iterator[torch.Tensor] = batch_indices(order, cfg.batch_size, ctx.rank, ctx.world_size)
-    total = num_batches(len(split), cfg.batch_size, ctx.world_size)
-    with progress_bar(progress, total, f"epoch {epoch}/{cfg.epochs}") as advance:
-        for index in batches:
-            images = split.images[index]
-            labels = split.labels[index]
+    with progress_bar(progress, batches.count, f"epoch {epoch}/{cfg.epochs}") as advance:
+        for images, labels in batches:
             images = random_crop(images, params.data.crop_padding, generator)
             if params.data.flip:
                 images = random_flip(images, generator)
@@ -483,17 +557,10 @@ def train_one_epoch(
             else:
                 loss.backward()
                 optimizer.step()
-            count = labels.shape[0]
-            sums += torch.stack(
-                [
-                    loss.detach().double() * count,
-                    (logits.argmax(1) == labels).sum().double(),
-                    torch.tensor(float(count), device=device, dtype=torch.float64),
-                ]
-            )
+            count = torch.tensor(float(labels.shape[0]), device=device, dtype=torch.float64)
+            correct = (logits.argmax(1) == labels).sum().double()
+            sums += torch.stack([loss.detach().double() * count, correct, count])
             advance()
-    from cxml.distributed import all_reduce_sum
-
     return all_reduce_sum(sums, ctx)
 
 
@@ -519,10 +586,11 @@ def evaluate_loss_accuracy(
     with torch.inference_mode():
         for start in range(0, int(mine.shape[0]), batch_size):
             index = mine[start : start + batch_size]
-            inputs = normalise(split.images[index], mean, std)
+            images = split.images[index].to(device, non_blocking=True)
+            inputs = normalise(images, mean, std)
             if device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            labels = split.labels[index]
+            labels = split.labels[index].to(device, non_blocking=True)
             with precision.autocast(device):
                 logits = model(inputs).float()
             sums += torch.stack(
