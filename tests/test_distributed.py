@@ -107,3 +107,16 @@ def test_torchrun_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert result.stdout.count("resume: continuing after epoch") == 1
     assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs"] == epochs
     assert "distributed: weights identical on all 2 ranks" in result.stdout
+
+
+def test_kubeflow_template_runs_the_same_module_under_torchrun() -> None:
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    job = yaml.safe_load((REPO_ROOT / "workflows-templates/kubeflow-pytorchjob.yaml").read_text())
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
+    for role in ("Master", "Worker"):
+        container = job["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["torchrun"]
+        assert container["args"][-3:] == ["-m", "cxml.train", "--resume"]
