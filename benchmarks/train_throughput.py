@@ -142,17 +142,13 @@ def reference_step_fn(args: argparse.Namespace, device: torch.device) -> Callabl
 
 
 def cxml_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    from cxml.batches import BatchSource, EpochBatches
     from cxml.config import DataConfig, Params, TrainConfig
     from cxml.data import Dataset, Split
+    from cxml.device import choose_precision
     from cxml.distributed import DistContext
     from cxml.models import build_model
-    from cxml.train import (
-        BatchSource,
-        EpochBatches,
-        choose_precision,
-        make_optimizer,
-        train_one_epoch,
-    )
+    from cxml.train import make_optimizer, train_one_epoch
 
     count = args.batch * 8
     images = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8)

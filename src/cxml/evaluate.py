@@ -59,8 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from cxml.data import load_dataset
+    from cxml.device import choose_device
     from cxml.models import load_model_file
-    from cxml.train import choose_device
 
     device = choose_device(args.device or params.train.device)
     model, metadata = load_model_file(args.model or params.outputs.model, device=str(device))

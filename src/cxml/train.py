@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,37 +14,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxml import __version__, console, files, ghactions
+from cxml.batches import BatchSource, EpochBatches, choose_data_path, to_device
+from cxml.checkpoint import (
+    CHECKPOINT_NAME,
+    EpochStats,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from cxml.config import Params, TrainConfig, load_params, validate_ranges
+from cxml.device import Precision, choose_device, choose_precision, configure_torch, describe_device
 from cxml.distributed import DistContext
-from cxml.errors import ConfigError, TrainingError
+from cxml.errors import TrainingError
 
 if TYPE_CHECKING:
     import torch
 
     from cxml.data import Dataset, Split
     from cxml.models import ModelMetadata
-
-CHECKPOINT_NAME = "last.pt"
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    seconds: float
-
-
-@dataclass
-class TrainState:
-    """What a checkpoint holds besides the tensors: where training stands."""
-
-    epoch: int
-    history: list[EpochStats]
-    run_id: str | None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -129,94 +115,6 @@ def apply_overrides(params: Params, args: argparse.Namespace) -> Params:
 def want_progress(flag: bool | None) -> bool:
     """A progress bar on a terminal, one plain line per epoch in CI logs."""
     return sys.stderr.isatty() if flag is None else flag
-
-
-# --- device and torch settings ------------------------------------------------------------------
-
-
-def choose_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"train.device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "train.device: cuda was asked for but no CUDA GPU is visible; use auto or cpu"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            "train.device: mps was asked for but is not available here; use auto or cpu"
-        )
-    return device
-
-
-def describe_device(device: torch.device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"{device} ({torch.get_num_threads()} threads)"
-
-
-def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
-    import torch
-
-    torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        # Bit-for-bit repeatable CPU runs: same params + seed -> same metrics files.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.compile:
-        cache = compile_cache_dir()
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
-        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-
-
-def compile_cache_dir() -> Path:
-    """A persistent place for torch.compile artifacts, so a self-hosted runner compiles once."""
-    from cxml import env
-
-    base = env.get(env.CXML_CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "cxml")
-    path = Path(base) / "inductor"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@dataclass(frozen=True)
-class Precision:
-    autocast_dtype: Any | None
-    """torch.bfloat16 / torch.float16 under autocast, or None for fp32."""
-    use_grad_scaler: bool
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
-
-
-def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
-    import torch
-
-    if device.type != "cuda" or not cfg.mixed_precision:
-        return Precision(None, False)
-    if torch.cuda.is_bf16_supported():
-        return Precision(torch.bfloat16, False)
-    return Precision(torch.float16, True)
 
 
 # --- model, optimiser, metadata -----------------------------------------------------------------
@@ -420,97 +318,6 @@ def fit(
     return result
 
 
-RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
-
-
-def choose_data_path(cfg: TrainConfig, data: Dataset, device: torch.device) -> tuple[str, str]:
-    """`resident` (uint8 split kept on the device, augmented there) or `loader` (DataLoader)."""
-    if cfg.data_path == "loader":
-        return "loader", "train.data_path: loader"
-    if device.type != "cuda":
-        return "resident", f"{device.type}: the decoded dataset is already in memory"
-    import torch
-
-    needed = sum(s.images.numel() + s.labels.numel() * 8 for s in (data.train, data.val))
-    free, _ = torch.cuda.mem_get_info(device)
-    size = f"{needed / 2**20:.0f} MiB as uint8"
-    if cfg.data_path == "gpu":
-        return "resident", f"train.data_path: gpu; {size}"
-    if needed <= RESIDENT_SHARE_OF_FREE_MEMORY * free:
-        return "resident", f"the dataset ({size}) fits in GPU memory ({free / 2**30:.1f} GiB free)"
-    return (
-        "loader",
-        f"the dataset ({size}) does not fit in half the free GPU memory ({free / 2**30:.1f} GiB)",
-    )
-
-
-@dataclass
-class EpochBatches:
-    """One epoch's (images, labels) batches on the device, and how many there are."""
-
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
-    count: int
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.batches
-
-
-class BatchSource:
-    """Shuffled, rank-sharded training batches from a resident split or a DataLoader."""
-
-    def __init__(
-        self, split: Split, path: str, device: torch.device, cfg: TrainConfig, ctx: DistContext
-    ) -> None:
-        from cxml.batches import num_batches
-
-        self.path, self.device, self.cfg, self.ctx = path, device, cfg, ctx
-        self.count = num_batches(len(split), cfg.batch_size, ctx.world_size)
-        self.split = to_device(split, device) if path == "resident" else split
-        self.loader: Any = None
-        if path == "loader":
-            from cxml.loader import EpochBatchSampler, make_loader
-
-            self.sampler = EpochBatchSampler(
-                len(split), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size
-            )
-            self.loader = make_loader(
-                split.images,
-                split.labels,
-                self.sampler,
-                cfg.num_workers,
-                pin_memory=device.type == "cuda",
-            )
-
-    def epoch(self, epoch: int) -> EpochBatches:
-        return EpochBatches(self._batches(epoch), self.count)
-
-    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.loader is None:
-            from cxml.batches import batch_indices, epoch_order
-
-            order = epoch_order(len(self.split), self.cfg.seed, epoch, self.split.images.device)
-            for index in batch_indices(
-                order, self.cfg.batch_size, self.ctx.rank, self.ctx.world_size
-            ):
-                yield self.split.images[index], self.split.labels[index]
-            return
-        self.sampler.set_epoch(epoch)
-        for images, labels in self.loader:
-            yield (
-                images.to(self.device, non_blocking=True),
-                labels.to(self.device, non_blocking=True),
-            )
-
-
-def to_device(split: Split, device: torch.device) -> Split:
-    """Keep the whole split resident on the device as uint8 (decoded once, no loader workers)."""
-    from cxml.data import Split
-
-    return Split(
-        split.images.to(device, non_blocking=True), split.labels.to(device, non_blocking=True)
-    )
-
-
 def train_one_epoch(
     model: torch.nn.Module,
     batches: EpochBatches,
@@ -639,74 +446,6 @@ def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callab
         yield lambda: bar.update(1)
     finally:
         bar.close()
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    metadata: ModelMetadata,
-    state: TrainState,
-) -> None:
-    import torch
-
-    payload = {
-        "epoch": state.epoch,
-        "history": [asdict(s) for s in state.history],
-        "run_id": state.run_id,
-        "params_hash": metadata.params_hash,
-        "data_hash": metadata.data_hash,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-    }
-    with files.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    metadata: ModelMetadata,
-    ctx: DistContext,
-) -> TrainState:
-    import torch
-
-    if not path.exists():
-        if ctx.is_main:
-            console.info(f"resume: no checkpoint at {path}; starting from epoch 1")
-        return TrainState(epoch=0, history=[], run_id=None)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise TrainingError(
-            f"{path}: checkpoint cannot be read ({exc}); delete it and train without --resume"
-        ) from None
-    for key in ("params_hash", "data_hash"):
-        if payload.get(key) != getattr(metadata, key):
-            what = "params" if key == "params_hash" else "data"
-            raise TrainingError(
-                f"{path}: the checkpoint was made with other {what}; train without --resume "
-                f"(or delete {path.parent}) to start over"
-            )
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    if scaler is not None and payload.get("scaler"):
-        scaler.load_state_dict(payload["scaler"])
-    history = [EpochStats(**row) for row in payload["history"]]
-    if ctx.is_main:
-        console.info(f"resume: continuing after epoch {payload['epoch']} from {path}")
-    return TrainState(epoch=int(payload["epoch"]), history=history, run_id=payload.get("run_id"))
 
 
 # --- outputs ---------------------------------------------------------------------------------------
