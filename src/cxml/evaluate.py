@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     decision = decide_gate(params, rule_texts, metrics, args.baseline)
-    report_path = write_plain_report(params)
+    report_path = write_report(params, args.params)
     ghactions.set_output("gate", decision.decision)
     ghactions.set_output("gate-file", params.outputs.gate)
     ghactions.set_output("report-file", report_path)
@@ -241,25 +241,15 @@ def decide_gate(
     return run_gate(rule_texts, metrics, baseline.metrics, baseline.to_dict(), params.outputs.gate)
 
 
-def write_plain_report(params: Params) -> str:
-    """A plain report.md from gate.json (the PR report step renders the full one)."""
-    gate = files.read_json(params.outputs.gate, what="gate decision")
-    lines = [
-        f"<!-- cxml-report: {params.tracking.model_name} -->",
-        f"## cxml: {params.tracking.model_name}",
-        "",
-        f"**Gate: {gate['decision'].upper()}** (baseline: {gate['baseline']['description']})",
-        "",
-        "| rule | value | threshold | result |",
-        "|---|---|---|---|",
-    ]
-    for rule in gate["rules"]:
-        value = "-" if rule["value"] is None else f"{rule['value']:.4g}"
-        threshold = "-" if rule["threshold"] is None else f"{rule['threshold']:.4g}"
-        lines.append(f"| `{rule['rule']}` | {value} | {threshold} | {rule['result']} |")
-    path = params.outputs.report
-    files.write_text(path, "\n".join(lines) + "\n")
-    return path
+def write_report(params: Params, params_path: str | None) -> str:
+    """report.md and its charts, from the files just written (posted by the report step)."""
+    from pathlib import Path
+
+    from cxml.config import default_params_path
+    from cxml.report import write_report as write_report_files
+
+    path = write_report_files(params, Path(params_path) if params_path else default_params_path())
+    return str(path)
 
 
 if __name__ == "__main__":
