@@ -144,3 +144,12 @@ def test_corrupt_gate_input_metrics(trained: Path) -> None:
     result = run_cxml("gate", cwd=trained)
     assert result.returncode == 2
     assert "metrics/eval.json: evaluation metrics is not valid JSON" in result.stderr
+
+
+def test_a_bare_ref_is_a_git_baseline(trained: Path) -> None:
+    git("init", "-q", "-b", "main", cwd=trained)
+    git("add", "metrics/eval.json", cwd=trained)
+    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "baseline", cwd=trained)
+    result = run_cxml("gate", "--baseline", "main", "--gate", "accuracy >= baseline", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((trained / "gate.json").read_text())["baseline"]["source"] == "git:main"

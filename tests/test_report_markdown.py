@@ -302,3 +302,11 @@ def test_mermaid_literals_are_safe() -> None:
     assert thin_indices(5) == [0, 1, 2, 3, 4]
     thinned = thin_indices(500)
     assert len(thinned) <= 61 and thinned[0] == 0 and thinned[-1] == 499
+
+
+def test_model_unchanged_note_follows_the_verdict() -> None:
+    from cxml.report_markdown import MODEL_UNCHANGED_NOTE, render
+
+    text = render(build_report(report_data(model_unchanged=True)))
+    assert text.index("Gate") < text.index(MODEL_UNCHANGED_NOTE) < text.index("#### Metrics")
+    assert MODEL_UNCHANGED_NOTE not in render(build_report(report_data()))

@@ -129,7 +129,12 @@ def resolve_baseline(
             ),
             metrics=None,
         )
-    raise ConfigError(f"baseline: unknown value {spec!r}; use auto, git:<ref>, champion or none")
+    if ref_exists(spec):  # a bare ref, as in `baseline: main`
+        return _baseline_from_git(spec, metrics_path, required=True)
+    raise ConfigError(
+        f"baseline: unknown value {spec!r}: not auto, champion, none or a git ref here; "
+        "use one of those, or fetch the ref first (actions/checkout with fetch-depth: 0)"
+    )
 
 
 def _baseline_from_git(ref: str, metrics_path: str | Path, *, required: bool) -> Baseline:

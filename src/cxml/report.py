@@ -65,6 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-images", action="store_true", help="do not draw PNG charts")
     parser.add_argument(
+        "--model-unchanged",
+        action="store_true",
+        help="say that DVC reused the model (nothing the train stage depends on changed)",
+    )
+    parser.add_argument(
         "--publish-images",
         action="store_true",
         help="push the PNGs to a branch through the GitHub API and link them in the comment",
@@ -86,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_params(params_path)
     report_path = args.output or Path(params.outputs.report)
     data = load_report_data(params, params_path, name=args.name or params.tracking.model_name)
+    data = replace(data, model_unchanged=args.model_unchanged)
     destination = resolve_destination(args, data.links, data.name)
     data = replace(data, links=replace(data.links, commit=destination.commit or data.links.commit))
     local_images = [] if args.no_images else draw_charts(data, report_path)

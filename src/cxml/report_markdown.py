@@ -90,6 +90,8 @@ class ReportData:
     images: tuple[ChartImage, ...] = ()
     images_note: str | None = None
     full_report_hint: str = "the job summary and the `report.md` file"
+    model_unchanged: bool = False
+    """DVC found nothing changed for the train stage: the model and metrics are reused."""
 
 
 @dataclass(frozen=True)
@@ -514,11 +516,19 @@ def footer(links: RunLinks) -> str:
 # --------------------------------------------------------------------------- assembly
 
 
+MODEL_UNCHANGED_NOTE = (
+    "> ♻️ **Model unchanged**: this change touches none of the train stage's code, params or "
+    "data, so DVC reused the existing model and no GPU time was spent; the numbers below are "
+    "that model's."
+)
+
+
 def build_report(data: ReportData) -> Report:
     """All sections in reading order, with the ranks that decide what is cut first."""
     sections = [
         Section("title", f"{watermark(data.name)}\n## 📊 Model report: {escape_cell(data.name)}"),
         Section("verdict", verdict(data.gate, data.metrics)),
+        Section("unchanged", MODEL_UNCHANGED_NOTE if data.model_unchanged else ""),
         Section("metrics", metrics_section(data)),
         Section("per_class_table", per_class_section(data) or "", 1, "the per-class table"),
         Section("gate", gate_section(data.gate)),

@@ -1,0 +1,281 @@
+"""`cxml init [DIR]`: write params.yaml, dvc.yaml, workflow templates and ignore entries into a repository."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from cxml import console, files
+from cxml.errors import ConfigError
+
+# `--workflows` name -> template file (under cxml/templates/workflows, copied from the
+# repository's workflows-templates/ and kept identical by tests/test_templates.py).
+WORKFLOWS: dict[str, str] = {
+    "pull-request": "cxml-pull-request.yml",
+    "main": "cxml-main.yml",
+    "schedule": "cxml-schedule.yml",
+    "ci": "ci.yml",
+    "docker-image": "docker-image.yml",
+}
+DEFAULT_WORKFLOWS = ("pull-request", "main")
+TEMPLATE_ACTIONS = "org/cxml@v1"
+"""How the templates name the cxml actions (`org/cxml/actions/train@v1`); `--actions` replaces it."""
+ACTIONS_PATTERN = re.compile(
+    r"^(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)@(?P<ref>[A-Za-z0-9_./-]+)$"
+)
+
+# Run outputs that never belong in git. Metrics stay tracked: the baseline of a pull request is
+# metrics/eval.json at its base branch. With DVC, `dvc repro` ignores the cached outputs itself.
+GITIGNORE_LINES = ("/mlflow.db", "/mlruns/", "/.cxml/", "/gate.json", "/report.md")
+GITIGNORE_LINES_WITHOUT_DVC = ("/model/", "/run.json")
+DVCIGNORE_LINES = ("/.cxml/", "/mlruns/", "/.venv/")
+# actionlint (and editors using it) must know the self-hosted runner labels the workflows use.
+ACTIONLINT_CONFIG = "self-hosted-runner:\n  labels: [gpu, deploy]\n"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file init writes: whole (`replace`) or by adding its missing lines (`merge`)."""
+
+    path: str
+    content: str
+    how: Literal["replace", "merge"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    action: Literal["wrote", "overwrote", "unchanged", "kept", "added"]
+    detail: str = ""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cxml init",
+        description="Write params.yaml, dvc.yaml, GitHub workflows and ignore entries into a "
+        "repository. Safe to re-run: existing files are kept unless --force.",
+    )
+    parser.add_argument("directory", nargs="?", default=".", help="repository root (default: .)")
+    parser.add_argument(
+        "--workflows",
+        default=",".join(DEFAULT_WORKFLOWS),
+        help=f"comma-separated workflows to write: {', '.join(WORKFLOWS)}, all, or none "
+        f"(default: {','.join(DEFAULT_WORKFLOWS)})",
+    )
+    parser.add_argument(
+        "--actions",
+        default=TEMPLATE_ACTIONS,
+        metavar="OWNER/REPO@REF",
+        help=f"the cxml actions the workflows use (default: {TEMPLATE_ACTIONS})",
+    )
+    parser.add_argument(
+        "--no-dvc", action="store_true", help="no dvc.yaml, .dvcignore or `dvc init`"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite files that differ")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(args.directory)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: not a directory; give the repository's root directory")
+    workflows = parse_workflows(args.workflows)
+    repo, ref = parse_actions(args.actions)
+    use_dvc = not args.no_dvc
+    planned = plan_files(workflows, repo=repo, ref=ref, use_dvc=use_dvc)
+    root.mkdir(parents=True, exist_ok=True)
+    for outcome in apply_plan(root, planned, force=args.force):
+        console.info(describe(outcome))
+    if use_dvc:
+        ensure_dvc_repository(root)
+    console.info("")
+    console.info(next_steps(workflows, use_dvc=use_dvc))
+    return 0
+
+
+def parse_workflows(text: str) -> tuple[str, ...]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if names == ["all"]:
+        return tuple(WORKFLOWS)
+    if names in ([], ["none"]):
+        return ()
+    unknown = [name for name in names if name not in WORKFLOWS]
+    if unknown:
+        raise ConfigError(
+            f"--workflows: unknown workflow {unknown[0]!r}; choose from {', '.join(WORKFLOWS)}, all, none"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def parse_actions(text: str) -> tuple[str, str]:
+    match = ACTIONS_PATTERN.match(text.strip())
+    if not match:
+        raise ConfigError(
+            f"--actions: expected OWNER/REPO@REF (e.g. {TEMPLATE_ACTIONS}), got {text!r}"
+        )
+    return match["repo"], match["ref"]
+
+
+def template_text(name: str) -> str:
+    """A file shipped in cxml/templates (package data)."""
+    return resources.files("cxml").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def workflow_text(file_name: str, *, repo: str, ref: str) -> str:
+    """A workflow template with the cxml actions pointing at `repo@ref`."""
+    text = template_text(f"workflows/{file_name}")
+    template_repo, template_ref = parse_actions(TEMPLATE_ACTIONS)
+    pattern = re.compile(
+        rf"\b{re.escape(template_repo)}/actions/([a-z-]+)@{re.escape(template_ref)}\b"
+    )
+    return pattern.sub(lambda m: f"{repo}/actions/{m[1]}@{ref}", text)
+
+
+def plan_files(
+    workflows: Sequence[str], *, repo: str, ref: str, use_dvc: bool
+) -> list[PlannedFile]:
+    planned = [PlannedFile("params.yaml", template_text("params.yaml"), "replace")]
+    ignore = list(GITIGNORE_LINES)
+    if use_dvc:
+        planned.append(PlannedFile("dvc.yaml", template_text("dvc-pipeline.yaml"), "replace"))
+        planned.append(PlannedFile(".dvcignore", lines_text(DVCIGNORE_LINES), "merge"))
+    else:
+        ignore += GITIGNORE_LINES_WITHOUT_DVC
+    planned.append(PlannedFile(".gitignore", lines_text(ignore), "merge"))
+    if workflows:
+        planned.append(PlannedFile(".github/actionlint.yaml", ACTIONLINT_CONFIG, "replace"))
+    for name in workflows:
+        file_name = WORKFLOWS[name]
+        planned.append(
+            PlannedFile(
+                f".github/workflows/{file_name}",
+                workflow_text(file_name, repo=repo, ref=ref),
+                "replace",
+            )
+        )
+    return planned
+
+
+def lines_text(lines: Sequence[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+def merged_lines(existing: str, wanted: str) -> tuple[str, int]:
+    """`existing` plus the lines of `wanted` it lacks (under a `# cxml` header); how many were added."""
+    present = {line.strip() for line in existing.splitlines()}
+    missing = [line for line in wanted.splitlines() if line.strip() not in present]
+    if not missing:
+        return existing, 0
+    prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
+    return prefix + "# cxml\n" + lines_text(missing), len(missing)
+
+
+def apply_plan(root: Path, planned: Sequence[PlannedFile], *, force: bool) -> list[Outcome]:
+    outcomes = []
+    for item in planned:
+        target = root / item.path
+        existing = target.read_text(encoding="utf-8") if target.is_file() else None
+        if item.how == "merge":
+            merged, added = merged_lines(existing or "", item.content)
+            if added:
+                files.write_text(target, merged)
+                outcomes.append(
+                    Outcome(item.path, "added", f"{added} line{'s' if added != 1 else ''}")
+                )
+            else:
+                outcomes.append(Outcome(item.path, "unchanged"))
+        elif existing is None:
+            files.write_text(target, item.content)
+            outcomes.append(Outcome(item.path, "wrote"))
+        elif existing == item.content:
+            outcomes.append(Outcome(item.path, "unchanged"))
+        elif force:
+            files.write_text(target, item.content)
+            outcomes.append(Outcome(item.path, "overwrote"))
+        else:
+            outcomes.append(
+                Outcome(item.path, "kept", "it exists and differs; --force overwrites it")
+            )
+    return outcomes
+
+
+def describe(outcome: Outcome) -> str:
+    detail = f" ({outcome.detail})" if outcome.detail else ""
+    if outcome.action == "added":
+        return f"added {outcome.detail} to {outcome.path}"
+    return f"{outcome.action:9} {outcome.path}{detail}"
+
+
+def ensure_dvc_repository(root: Path) -> None:
+    """`dvc init` where there is no .dvc yet; without DVC installed, say how."""
+    if (root / ".dvc").is_dir():
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("dvc") is None:
+        console.warn("DVC is not installed: `pip install 'cxml[dvc]'`, then run `dvc init` here")
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        console.warn(
+            f"`dvc init` failed ({reason[-1] if reason else f'exit {result.returncode}'}); "
+            "run `git init` and `dvc init` there"
+        )
+        return
+    console.info("ran       dvc init")
+
+
+def next_steps(workflows: Sequence[str], *, use_dvc: bool) -> str:
+    steps = ["git add -A && git commit -m 'cxml init'"]
+    steps.append(
+        "dvc repro   (train and evaluate locally; then commit dvc.lock and metrics/)"
+        if use_dvc
+        else "cxml run    (train and evaluate locally)"
+    )
+    if use_dvc:
+        steps.append(
+            "add a DVC remote: `dvc remote add -d storage s3://BUCKET/PATH`; give CI its credentials "
+            "as repository secrets in the remote's own variables (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY for S3; the workflows pass them on)"
+        )
+    training = {"pull-request", "main", "schedule"} & set(workflows)
+    if training:
+        steps.append("register a self-hosted runner with the label `gpu` (training jobs run there)")
+        steps.append(
+            "optional secret MLFLOW_TRACKING_URI: an MLflow server (default: a SQLite file per job)"
+        )
+    if {"main", "schedule"} & set(workflows):
+        steps.append(
+            "deploys: a self-hosted runner with the label `deploy`, a GitHub environment `production` "
+            "(add required reviewers to approve deploys) with the secret DEPLOY_KEY (private SSH key) "
+            "and the variables DEPLOY_HOST, DEPLOY_USER, DEPLOY_KNOWN_HOSTS (`ssh-keyscan HOST`), DEPLOY_URL"
+        )
+    if "pull-request" in workflows:
+        steps.append(
+            "Settings -> Actions -> General: require approval for fork pull-request workflows "
+            "(they would run on your self-hosted runner)"
+        )
+    if "docker-image" in workflows:
+        steps.append("docker-image.yml builds Dockerfile.gpu: copy it from cxml's repository")
+    return "next steps:\n" + "\n".join(
+        f"  {number}. {step}" for number, step in enumerate(steps, 1)
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(console.run_entry_point(main))

@@ -1,0 +1,210 @@
+"""`cxml init`: what it writes, that it is idempotent and careful, and that the result works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxml import init
+from cxml.config import Params, load_params
+from cxml.errors import ConfigError
+from tests.fixtures_actions import PYTHON, git, tool_env
+
+
+def run_init(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "cxml.init", str(directory), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=tool_env(),
+    )
+
+
+def test_init_writes_params_dvc_workflows_and_ignores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(tmp_path, "init", "--quiet")
+    assert init.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
+        assert (tmp_path / name).is_file(), name
+    workflows = sorted(p.name for p in (tmp_path / ".github" / "workflows").iterdir())
+    assert workflows == ["cxml-main.yml", "cxml-pull-request.yml"]
+    assert (tmp_path / ".dvc").is_dir(), "dvc init ran"
+    assert "labels: [gpu, deploy]" in (tmp_path / ".github" / "actionlint.yaml").read_text(
+        encoding="utf-8"
+    )
+    assert "/mlflow.db" in (tmp_path / ".gitignore").read_text(encoding="utf-8")
+    assert "next steps:" in out and "DEPLOY_KEY" in out and "`gpu`" in out
+
+
+def test_the_written_params_are_the_defaults_and_every_section_dvc_tracks(tmp_path: Path) -> None:
+    assert init.main([str(tmp_path), "--no-dvc", "--workflows", "none"]) == 0
+    params = load_params(tmp_path / "params.yaml", required=True)
+    assert params == Params(source=params.source)
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    pipeline = yaml.safe_load(init.template_text("dvc-pipeline.yaml"))
+    for stage in pipeline["stages"].values():
+        for section in stage.get("params", []):
+            assert section in raw, f"dvc.yaml tracks {section}, which params.yaml must contain"
+
+
+def test_init_is_idempotent_and_never_overwrites_without_force(tmp_path: Path) -> None:
+    first = run_init(tmp_path, "--workflows", "all", "--no-dvc")
+    assert first.returncode == 0, first.stderr
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    again = run_init(tmp_path, "--workflows", "all", "--no-dvc")
+    assert again.returncode == 0
+    assert "wrote" not in again.stdout and "added" not in again.stdout
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    kept = run_init(tmp_path, "--no-dvc")
+    assert "kept      params.yaml (it exists and differs; --force overwrites it)" in kept.stdout
+    assert params.read_text(encoding="utf-8") == "train:\n  epochs: 3\n"
+
+    forced = run_init(tmp_path, "--no-dvc", "--force")
+    assert "overwrote params.yaml" in forced.stdout
+    assert params.read_text(encoding="utf-8") == init.template_text("params.yaml")
+
+
+def test_ignore_files_are_merged_not_replaced(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("node_modules/\n/mlflow.db", encoding="utf-8")
+    assert init.main([str(tmp_path), "--no-dvc", "--workflows", "none"]) == 0
+    lines = (tmp_path / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["node_modules/", "/mlflow.db"]
+    assert lines.count("/mlflow.db") == 1
+    assert "/model/" in lines  # without DVC, the model is ignored by git directly
+
+
+def test_actions_reference_is_rewritten(tmp_path: Path) -> None:
+    assert (
+        init.main(
+            [
+                str(tmp_path),
+                "--no-dvc",
+                "--workflows",
+                "pull-request",
+                "--actions",
+                "acme/cxml@v2.1",
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / ".github" / "workflows" / "cxml-pull-request.yml").read_text(
+        encoding="utf-8"
+    )
+    assert "acme/cxml/actions/train@v2.1" in text
+    assert "org/cxml" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workflows", "nightly"], "--workflows: unknown workflow 'nightly'"),
+        (["--actions", "cxml"], "--actions: expected OWNER/REPO@REF"),
+    ],
+)
+def test_bad_options_are_one_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_init(tmp_path, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a directory"):
+        init.main([str(target)])
+
+
+def test_cli_front_door_knows_init() -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "cxml.cli", "init", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "--workflows" in result.stdout
+
+
+@pytest.mark.slow
+def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> None:
+    repo = tmp_path / "empty-repo"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    result = run_init(repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    params = repo / "params.yaml"
+    params.write_text(
+        params.read_text(encoding="utf-8").replace("epochs: 15", "epochs: 2"), encoding="utf-8"
+    )
+
+    env = {**tool_env(), "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1"}
+    env = {
+        k: v for k, v in env.items() if not k.startswith(("GITHUB_", "CXML_", "MLFLOW_TRACKING"))
+    }
+    repro = subprocess.run(
+        [PYTHON, "-m", "dvc", "repro"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    for output in (
+        "model/model.pt",
+        "run.json",
+        "metrics/train.json",
+        "metrics/eval.json",
+        "plots/confusion.csv",
+        "dvc.lock",
+    ):
+        assert (repo / output).is_file(), output
+    status = subprocess.run(
+        [PYTHON, "-m", "dvc", "status", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert status.stdout.strip() == "{}", "everything up to date after repro"
+    metrics = subprocess.run(
+        [PYTHON, "-m", "dvc", "metrics", "show", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert '"accuracy"' in metrics.stdout
+    assert os.path.exists(repo / ".github" / "workflows" / "cxml-pull-request.yml")
+
+
+def test_written_workflows_pass_actionlint_with_the_written_config(tmp_path: Path) -> None:
+    from tests.fixtures_actions import tool
+
+    git(tmp_path, "init", "--quiet")
+    assert (
+        init.main(
+            [str(tmp_path), "--no-dvc", "--workflows", "all", "--actions", "acme/cxml@v1.2.0"]
+        )
+        == 0
+    )
+    result = subprocess.run(
+        [tool("actionlint")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=tool_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
