@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +29,20 @@ TORCHRUN = [
 # two runs are the same optimisation but not bit-identical: agree within these tolerances.
 ACCURACY_TOLERANCE = 0.03
 LOSS_RELATIVE_TOLERANCE = 0.15
+
+
+def kill_process_tree(process: subprocess.Popen[str]) -> None:
+    """SIGKILL torchrun and its workers: the elastic agent starts them in sessions of their own,
+    so killing torchrun's process group alone would leave them training."""
+    import psutil
+
+    parent = psutil.Process(process.pid)
+    victims = [parent, *parent.children(recursive=True)]
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=30)
+    process.wait()
 
 
 def torchrun_env() -> dict[str, str]:
@@ -90,8 +104,7 @@ def test_torchrun_resumes_from_checkpoint(tmp_path: Path) -> None:
     try:
         wait_for_checkpoint_epoch(tmp_path / ".cxml/checkpoints/last.pt", 2, process, timeout=300)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_process_tree(process)
     assert not (tmp_path / "model/model.pt").exists()
 
     result = subprocess.run(

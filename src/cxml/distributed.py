@@ -85,3 +85,19 @@ def weights_in_sync(model: torch.nn.Module, ctx: DistContext) -> bool:
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
     return bool(torch.equal(low, high))
+
+
+def same_on_all_ranks(value: int, ctx: DistContext) -> bool:
+    """True when every rank passes the same integer (e.g. the epoch a checkpoint resumes at)."""
+    if not ctx.enabled:
+        return True
+    import torch
+    import torch.distributed as dist
+
+    # NCCL only reduces GPU tensors; gloo takes CPU ones.
+    device = torch.device("cuda", ctx.local_rank) if ctx.backend == "nccl" else torch.device("cpu")
+    low = torch.tensor([value], dtype=torch.int64, device=device)
+    high = low.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return int(low.item()) == int(high.item())

@@ -234,6 +234,13 @@ def fit(
     state = TrainState(epoch=0, history=[], run_id=None)
     if resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, metadata, ctx)
+    from cxml.distributed import same_on_all_ranks
+
+    if not same_on_all_ranks(state.epoch, ctx):
+        raise TrainingError(
+            f"the ranks resumed from different epochs in {checkpoint_path}: is another training "
+            "writing there? stop it, or give this run its own outputs.checkpoint_dir"
+        )
 
     train_model: torch.nn.Module = model
     if ctx.enabled:
