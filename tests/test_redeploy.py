@@ -284,6 +284,7 @@ def test_github_outputs_and_summary(
     outputs = (tmp_path / "out").read_text()
     assert (
         "release=4-ab\n" in outputs
+        and "version=4-ab\n" in outputs
         and "model-version=4\n" in outputs
         and "previous-release=3-cd\n" in outputs
     )

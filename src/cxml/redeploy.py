@@ -325,6 +325,7 @@ def report_outputs(
     release = str(result.get("release"))
     previous = result.get("previous") or ""
     ghactions.set_output("release", release)
+    ghactions.set_output("version", release)
     ghactions.set_output("model-version", str(record.get("model_version", "")))
     ghactions.set_output("previous-release", str(previous))
     if public_url:
