@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxml import console, files, ghactions
 from cxml.config import Params, load_params, validate_ranges
+from cxml.gate import add_gate_arguments
 
 if TYPE_CHECKING:
     import torch
@@ -29,21 +30,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
     parser.add_argument("--model", default=None, help="model file (default: outputs.model)")
     parser.add_argument(
-        "--baseline",
-        default=None,
-        help="auto | git:<ref> | champion | none (default: evaluate.baseline)",
-    )
-    parser.add_argument(
-        "--gate",
-        action="append",
-        default=None,
-        metavar="RULE",
-        help="a gate rule (repeatable); replaces evaluate.gate",
-    )
-    parser.add_argument(
         "--device", default=None, help="device for inference (default: train.device)"
     )
-    parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the gate fails")
+    add_gate_arguments(parser)
     return parser.parse_args(argv)
 
 

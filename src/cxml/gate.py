@@ -366,9 +366,13 @@ def run_gate(
     return decision
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cxml gate", description=__doc__)
-    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """--baseline, --gate and --no-fail: shared by `cxml gate` and `cxml evaluate`."""
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="auto | git:<ref> | <ref> | champion | none (default: evaluate.baseline)",
+    )
     parser.add_argument(
         "--gate",
         action="append",
@@ -376,12 +380,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="RULE",
         help="a gate rule (repeatable); replaces evaluate.gate",
     )
-    parser.add_argument(
-        "--baseline",
-        default=None,
-        help="auto | git:<ref> | champion | none (default: evaluate.baseline)",
-    )
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the gate fails")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cxml gate", description=__doc__)
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    add_gate_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+EVAL_METRICS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
+"""The headline numbers of metrics/eval.json, in the order people read them."""
+
 # Substrings that mark a metric where smaller is better; everything else is "higher is better".
 _LOWER_IS_BETTER_MARKERS = ("loss", "latency", "seconds", "_ms", "error", "time", "size_mb")
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cxml.metrics import higher_is_better
+from cxml.metrics import EVAL_METRICS, higher_is_better
 from cxml.report_inputs import ConfusionMatrix, GateResult, GateRule, PerClassRow, TrainCurve
 from cxml.report_mermaid import (
     BASELINE_COLOR,
@@ -25,15 +25,7 @@ GITHUB_COMMENT_LIMIT = 65_536
 SUMMARY_LIMIT = 1_000_000
 """`$GITHUB_STEP_SUMMARY` takes up to 1 MiB per step."""
 PER_CLASS_PREFIX = "per_class_accuracy."
-EVAL_METRIC_ORDER = (
-    "accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "num_test_images",
-)
+EVAL_METRIC_ORDER = (*EVAL_METRICS, "num_test_images")
 TRAIN_METRIC_ORDER = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs", "seconds")
 MAX_CONFUSION_TABLE_CLASSES = 12
 MAX_CHART_CLASSES = 40

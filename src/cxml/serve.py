@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cxml import __version__, bundle
 from cxml.console import info, run_entry_point
 from cxml.errors import CxmlError
+from cxml.metrics import EVAL_METRICS
 
 if TYPE_CHECKING:
     import torch
@@ -32,14 +33,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 """Larger images are refused before they are decoded (a decompression bomb guard)."""
-SUMMARY_METRICS = (
-    "accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "latency_p50_ms",
-    "latency_p95_ms",
-)
+SUMMARY_METRICS = EVAL_METRICS
 
 
 class RequestError(Exception):
