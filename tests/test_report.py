@@ -354,3 +354,18 @@ def test_footer_links_the_workflow_run_and_an_mlflow_server(
         " · MLflow run [`4f1c2b9a0d8e47c6b1a2c3d4e5f60718`](https://mlflow.example.com/#/experiments/1/runs/"
         "4f1c2b9a0d8e47c6b1a2c3d4e5f60718) · model `cxml-model` v3 · cxml 0.1.0</sub>"
     )
+
+
+def test_footer_links_the_gitlab_pipeline(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = json.loads((ws.root / "run.json").read_text())
+    run["git_commit"] = None
+    (ws.root / "run.json").write_text(json.dumps(run))
+    monkeypatch.setenv("CI_PIPELINE_URL", "https://gitlab.example.com/g/p/-/pipelines/9")
+    monkeypatch.setenv("CI_COMMIT_SHA", "fedcba9876543210")
+    assert report("--dry-run", "--no-images", "--target", "none") == 0
+    footer = capsys.readouterr().out.strip().splitlines()[-1]
+    assert footer.startswith(
+        "<sub>commit `fedcba987654` · [workflow run](https://gitlab.example.com/g/p/-/pipelines/9)"
+    )

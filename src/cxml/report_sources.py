@@ -134,7 +134,7 @@ def run_links(run_info: dict[str, Any] | None) -> RunLinks:
     run_id = string_or_none(info.get("run_id"))
     return RunLinks(
         version=__version__,
-        commit=string_or_none(info.get("git_commit")),
+        commit=string_or_none(info.get("git_commit")) or env.get(env.CI_COMMIT_SHA),
         run_url=workflow_run_url(),
         mlflow_run_id=run_id,
         mlflow_run_url=mlflow_run_url(info) if run_id else None,
@@ -148,9 +148,10 @@ def string_or_none(value: object) -> str | None:
 
 
 def workflow_run_url() -> str | None:
+    """The GitHub Actions run, or the GitLab pipeline, that produced the report."""
     repository, run_id = env.get(env.GITHUB_REPOSITORY), env.get(env.GITHUB_RUN_ID)
     if not repository or not run_id:
-        return None
+        return env.get(env.CI_PIPELINE_URL)
     server = env.get(env.GITHUB_SERVER_URL) or "https://github.com"
     return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
 
