@@ -157,12 +157,12 @@ def cxml_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[],
     data = Dataset(split, split, split, tuple(str(i) for i in range(10)), "synthetic", "synthetic")
     params = Params(
         data=DataConfig(crop_padding=args.size // 8, flip=True),
-        train=TrainConfig(batch_size=args.batch, compile=args.compile),
+        train=TrainConfig(batch_size=args.batch, compile=bool(args.compile)),
     )
     model = build_model(args.model, 10, 3).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    train_model: Any = torch.compile(model) if args.compile else model
+    train_model: Any = torch.compile(model, mode=args.compile) if args.compile else model
     optimizer = make_optimizer(params.train, model, device)
     precision = choose_precision(params.train, device)
     ctx = DistContext()
@@ -277,7 +277,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8, help="reference DataLoader workers")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile cxml's model")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        help="torch.compile cxml's model, optionally with a mode (reduce-overhead: CUDA graphs)",
+    )
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s if not known"
     )

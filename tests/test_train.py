@@ -251,3 +251,18 @@ def test_progress_flag_accepted(workdir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stderr  # tqdm draws on stderr
+
+
+@pytest.mark.slow
+def test_compile_caches_artifacts_in_a_persistent_place(workdir: Path) -> None:
+    write_params(
+        workdir,
+        "train:\n  epochs: 1\n  compile: true\n  compile_mode: reduce-overhead\n"
+        "tracking:\n  enabled: false\n",
+    )
+    cache = workdir / "runner-cache"
+    result = run_cxml("train", cwd=workdir, env={"CXML_CACHE_DIR": str(cache)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    cached = [p for p in (cache / "inductor").rglob("*") if p.is_file()]
+    assert cached, "torch.compile wrote nothing to CXML_CACHE_DIR"
+    assert json.loads((workdir / "metrics/train.json").read_text())["epochs"] == 1

@@ -60,6 +60,8 @@ class TrainConfig:
     mixed_precision: bool = True
     """bf16 autocast on GPU (fp16 + GradScaler where bf16 is missing); ignored on CPU."""
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """torch.compile mode; `reduce-overhead` replays CUDA graphs (small, launch-bound nets)."""
     data_path: Literal["auto", "gpu", "loader"] = "auto"
     """How batches reach the model on GPU: resident uint8 tensor (`gpu`) or a DataLoader."""
     num_workers: int = 2

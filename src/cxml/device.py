@@ -60,10 +60,16 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
     else:
         # Bit-for-bit repeatable CPU runs: same params + seed -> same metrics files.
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.compile:
-        cache = compile_cache_dir()
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
-        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+
+
+def use_compile_cache(cfg: TrainConfig) -> None:
+    """Point torch.compile's caches at a persistent folder (call before torch is imported:
+    inductor fixes its cache directory on first use)."""
+    if not cfg.compile:
+        return
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
 def compile_cache_dir() -> Path:

@@ -23,7 +23,14 @@ from cxml.checkpoint import (
     save_checkpoint,
 )
 from cxml.config import Params, TrainConfig, load_params, validate_ranges
-from cxml.device import Precision, choose_device, choose_precision, configure_torch, describe_device
+from cxml.device import (
+    Precision,
+    choose_device,
+    choose_precision,
+    configure_torch,
+    describe_device,
+    use_compile_cache,
+)
 from cxml.distributed import DistContext
 from cxml.errors import TrainingError
 
@@ -53,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = apply_overrides(load_params(args.params), args)
     validate_ranges(params)
+    use_compile_cache(params.train)
 
     import torch
 
@@ -250,7 +258,7 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
+        train_model = torch.compile(train_model, mode=cfg.compile_mode)  # type: ignore[assignment]
 
     logger = RunLogger(params, enabled=tracking and params.tracking.enabled and ctx.is_main)
     logger.start(resume_run_id=state.run_id)
