@@ -35,6 +35,30 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "cxml test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "cxml test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+"""A git identity and no user/system config, so tests behave the same on every machine."""
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` with the test identity; returns stdout without the trailing newline."""
+    result = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    return result.stdout.strip()
+
+
 def run_cxml(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import git
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VENV_BIN = Path(sys.executable).parent
@@ -38,14 +40,6 @@ REPOSITORY = "acme/widgets"
 ACTION_FILES = [REPO_ROOT / "action.yml", *sorted((REPO_ROOT / "actions").glob("*/action.yml"))]
 TEMPLATE_DIR = REPO_ROOT / "workflows-templates"
 PACKAGE_TEMPLATE_DIR = REPO_ROOT / "src" / "cxml" / "templates"
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "cxml test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "cxml test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 # Few epochs: the point is the plumbing, not the accuracy (digits reach the 0.9 gate anyway).
 ACT_PARAMS = "train:\n  epochs: 3\n  batch_size: 128\n"
 # A PR title and branch a careless workflow would execute: `rm -rf ~` and command substitution.
@@ -74,18 +68,6 @@ def load_script(path: Path) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return result.stdout.strip()
 
 
 def copy_action_source(destination: Path) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import git
+
 CLASSES = [str(i) for i in range(10)]
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "cxml test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "cxml test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 # Every variable the report reads from its environment; tests start from none of them set.
 REPORT_ENV_VARS = (
     "GITHUB_ACTIONS",
@@ -49,18 +41,6 @@ REPORT_ENV_VARS = (
     "MLFLOW_TRACKING_URI",
     "CXML_PARAMS",
 )
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return result.stdout.strip()
 
 
 def train_rows(epochs: int, *, lr: float, seed: int) -> list[list[Any]]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cxml
+from tests.conftest import git, run_cxml
 
 
 @pytest.fixture
@@ -45,29 +44,14 @@ def test_eval_outputs(trained: Path) -> None:
     assert report.startswith("<!-- cxml-report: cxml-model -->")
 
 
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
 def test_baseline_from_a_git_ref_and_gate_exit_codes(trained: Path) -> None:
-    git("init", "-q", "-b", "main", cwd=trained)
-    git(
-        "-c",
-        "user.email=t@e",
-        "-c",
-        "user.name=t",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "root",
-        cwd=trained,
-    )
+    git(trained, "init", "-q", "-b", "main")
+    git(trained, "commit", "-q", "--allow-empty", "-m", "root")
     baseline = {"accuracy": 0.999, "f1_macro": 0.5, "latency_p95_ms": 1000.0}
     (trained / "metrics/eval.json").write_text(json.dumps(baseline))
-    git("add", "metrics/eval.json", cwd=trained)
-    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "baseline", cwd=trained)
-    git("checkout", "-q", "-b", "feature", cwd=trained)
+    git(trained, "add", "metrics/eval.json")
+    git(trained, "commit", "-q", "-m", "baseline")
+    git(trained, "checkout", "-q", "-b", "feature")
 
     rules = ["--gate", "accuracy >= baseline - 0.005", "--gate", "f1_macro > baseline"]
     result = run_cxml("evaluate", "--baseline", "git:main", *rules, cwd=trained)
@@ -147,9 +131,9 @@ def test_corrupt_gate_input_metrics(trained: Path) -> None:
 
 
 def test_a_bare_ref_is_a_git_baseline(trained: Path) -> None:
-    git("init", "-q", "-b", "main", cwd=trained)
-    git("add", "metrics/eval.json", cwd=trained)
-    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "baseline", cwd=trained)
+    git(trained, "init", "-q", "-b", "main")
+    git(trained, "add", "metrics/eval.json")
+    git(trained, "commit", "-q", "-m", "baseline")
     result = run_cxml("gate", "--baseline", "main", "--gate", "accuracy >= baseline", cwd=trained)
     assert result.returncode == 0, result.stderr
     assert json.loads((trained / "gate.json").read_text())["baseline"]["source"] == "git:main"
