@@ -14,7 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 # Variables that would leak the developer's or CI's context into the code under test.
-_LEAKY_PREFIXES = ("GITHUB_", "CI_", "MLFLOW_", "CXML_", "RUNNER_", "GITLAB_")
+# (importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR in the test process itself)
+_LEAKY_PREFIXES = ("GITHUB_", "CI_", "MLFLOW_", "CXML_", "RUNNER_", "GITLAB_", "TORCHINDUCTOR_")
 
 
 @pytest.fixture(autouse=True)
