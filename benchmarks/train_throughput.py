@@ -311,39 +311,21 @@ def main() -> None:
         print(
             f"\n{model_name} {size}x{size}, batch {run_args.batch}: {flops / 1e9:.3f} GFLOPs/image forward"
         )
+        paths = [
+            ("reference DataLoader loop (PIL, fp32)", reference_step_fn),
+            ("pure bf16 step (data on GPU)", pure_bf16_step_fn),
+            ("cxml training path", cxml_step_fn),
+        ]
         rows = [
             figure(
-                "reference DataLoader loop (PIL, fp32)",
+                label,
                 time_steps(
-                    reference_step_fn(run_args, device),
-                    args.steps,
-                    args.repeats,
-                    run_args.batch,
-                    device,
+                    make(run_args, device), args.steps, args.repeats, run_args.batch, device
                 ),
                 flops,
                 peak,
-            ),
-            figure(
-                "pure bf16 step (data on GPU)",
-                time_steps(
-                    pure_bf16_step_fn(run_args, device),
-                    args.steps,
-                    args.repeats,
-                    run_args.batch,
-                    device,
-                ),
-                flops,
-                peak,
-            ),
-            figure(
-                "cxml training path",
-                time_steps(
-                    cxml_step_fn(run_args, device), args.steps, args.repeats, run_args.batch, device
-                ),
-                flops,
-                peak,
-            ),
+            )
+            for label, make in paths
         ]
         for row in rows:
             mfu = f"  MFU {row.mfu * 100:5.1f}%" if row.mfu is not None else ""

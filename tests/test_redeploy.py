@@ -306,3 +306,16 @@ def test_plan_rendering_lists_every_step() -> None:
     text = redeploy.render_plan(plan, opts, release())
     assert text.count("\n  1. ") == 1 and "\n  3. " in text
     assert json.dumps(text)  # printable
+
+
+def test_file_defaults_follow_params_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "outputs:\n  model: out/m.pt\n  gate: out/gate.json\n  metrics_dir: out/metrics\n"
+    )
+    args = redeploy.parse_args(["--host", "h", "--run-info", "given.json"])
+    redeploy.fill_paths_from_params(args)
+    assert (args.model, args.gate, args.run_info) == ("out/m.pt", "out/gate.json", "given.json")
+    assert Path(args.metrics) == Path("out/metrics/eval.json")

@@ -371,17 +371,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--upload-limit-kbit", type=int, help="limit the upload bandwidth (Kbit/s)"
     )
     release = parser.add_argument_group("release")
+    release.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    release.add_argument("--model", help="model file (default: params.yaml outputs.model)")
+    release.add_argument("--run-info", help="run.json from train (default: outputs.run_info)")
+    release.add_argument("--gate", help="gate.json from evaluate (default: outputs.gate)")
     release.add_argument(
-        "--model", default="model/model.pt", help="model file (default model/model.pt)"
-    )
-    release.add_argument(
-        "--run-info", default="run.json", help="run.json from train (default run.json)"
-    )
-    release.add_argument(
-        "--gate", default="gate.json", help="gate.json from evaluate (default gate.json)"
-    )
-    release.add_argument(
-        "--metrics", default="metrics/eval.json", help="metrics recorded with the release"
+        "--metrics", help="metrics recorded with the release (default: metrics/eval.json)"
     )
     release.add_argument(
         "--version", help="model version to serve (default: run.json's model_version)"
@@ -499,6 +494,17 @@ def options_from_args(
     )
 
 
+def fill_paths_from_params(args: argparse.Namespace) -> None:
+    """Files not named on the command line are where params.yaml's `outputs` put them."""
+    from cxml.config import load_params
+
+    outputs = load_params(args.params).outputs
+    args.model = args.model or outputs.model
+    args.run_info = args.run_info or outputs.run_info
+    args.gate = args.gate or outputs.gate
+    args.metrics = args.metrics or str(outputs.eval_metrics)
+
+
 def build_release(args: argparse.Namespace) -> bundle.ReleaseInfo:
     gate = read_optional_json(args.gate, "gate file")
     forced_reason = check_gate(gate, args.gate, args.force, args.reason)
@@ -526,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warn(
             f"--accept-new-host-key: trusting whatever host key {args.host} shows on first connect"
         )
+    if not args.rollback:
+        fill_paths_from_params(args)
     release = None if args.rollback else build_release(args)
     if args.dry_run:
         key_label = args.ssh_key_file or (
