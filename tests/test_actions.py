@@ -133,6 +133,18 @@ def test_root_action_runs_the_same_scripts_as_the_separate_actions() -> None:
         assert root["setup"] == separate["setup"]
 
 
+def test_root_action_takes_the_union_of_the_step_inputs() -> None:
+    # The report's `target`/`name` are prefixed in the root action (a `name` input would read as
+    # the action's name); `model-changed` is wired from the train step inside it.
+    renamed = {"target": "report-target", "name": "report-name"}
+    wired_inside = {"model-changed"}
+    root_inputs = set(load_action(REPO_ROOT / "action.yml")["inputs"])
+    for step in ("train", "evaluate", "report"):
+        step_inputs = set(load_action(REPO_ROOT / "actions" / step / "action.yml")["inputs"])
+        expected = {renamed.get(name, name) for name in step_inputs - wired_inside}
+        assert expected <= root_inputs, f"action.yml lacks {sorted(expected - root_inputs)}"
+
+
 def test_every_action_runs_the_same_setup_step() -> None:
     setups = {}
     for path in ACTION_FILES:

@@ -7,8 +7,10 @@ writes from the installed package) must be identical; edit one, copy it to the o
 from __future__ import annotations
 
 import filecmp
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,24 @@ def test_pull_request_template_is_least_privilege_and_fork_safe() -> None:
     assert "github-token" not in fork_report[0]["with"]
     same_repo_report = [s for s in reports if "==" in s.get("if", "")]
     assert same_repo_report and "github-token" in same_repo_report[0]["with"]
+    same_repo = "github.event.pull_request.head.repo.full_name == github.repository"
+    for name, value in job["env"].items():
+        if "secrets." in str(value):
+            assert str(value).startswith("${{ " + same_repo + " && secrets."), name
+
+
+def test_ci_template_passes_on_a_repository_with_no_code_yet(tmp_path: Path) -> None:
+    """What `cxml init` leaves has no .py files and no tests: the ci.yml steps must not fail."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    steps = load(TEMPLATE_DIR / "ci.yml")["jobs"]["test"]["steps"]
+    for step in steps:
+        if step.get("name") in ("mypy", "pytest"):
+            result = subprocess.run(
+                ["bash", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, (step["name"], result.stdout, result.stderr)
+            assert "yet" in result.stdout
 
 
 def test_main_template_deploys_only_a_passing_gate_one_at_a_time() -> None:
