@@ -72,7 +72,19 @@ def remote_files(remote: Path) -> list[Path]:
     return [p for p in remote.rglob("*") if p.is_file()]
 
 
-def train_workflow(outputs_file: Path, *, push: bool) -> str:
+def train_workflow(outputs_file: Path, *, push: bool, report: bool = False) -> str:
+    report_steps = f"""
+      - id: evaluate
+        uses: ./actions/evaluate
+        with:
+          python: {PYTHON}
+          fail-on-gate: 'false'
+      - id: report
+        uses: ./actions/report
+        with:
+          python: {PYTHON}
+          dry-run: 'true'
+          model-changed: ${{{{ steps.train.outputs.model-changed }}}}"""
     return f"""name: cxml dvc test
 on: pull_request
 jobs:
@@ -84,7 +96,7 @@ jobs:
         uses: ./actions/train
         with:
           python: {PYTHON}
-          dvc-push: '{"true" if push else "false"}'
+          dvc-push: '{"true" if push else "false"}'{report_steps if report else ""}
 {outputs_step(outputs_file)}"""
 
 
@@ -123,7 +135,7 @@ def test_train_action_runs_dvc_and_skips_an_unchanged_model(
         (repo / target).parent.mkdir(parents=True, exist_ok=True)
         (repo / target).write_text(exported.read_text(encoding="utf-8"), encoding="utf-8")
     (repo / ".github" / "workflows" / "test.yml").write_text(
-        train_workflow(outputs_file, push=False), encoding="utf-8"
+        train_workflow(outputs_file, push=False, report=True), encoding="utf-8"
     )
     git(repo, "add", "-A")
     git(repo, "commit", "--quiet", "-m", "dvc.lock after repro")
@@ -135,6 +147,9 @@ def test_train_action_runs_dvc_and_skips_an_unchanged_model(
     assert "$ dvc pull" in second.log
     assert "model unchanged" in second.log
     assert "epoch 1" not in second.log.lower()  # nothing was trained
+    # ...and the report the reviewer reads says so, next to the verdict.
+    assert "**Model unchanged**: this change touches nothing the train stage" in second.log
+    assert second.outputs("evaluate")["gate"] in ("pass", "fail")
 
 
 def free_port() -> int:

@@ -509,9 +509,9 @@ def footer(links: RunLinks) -> str:
 
 
 MODEL_UNCHANGED_NOTE = (
-    "> ♻️ **Model unchanged**: this change touches none of the train stage's code, params or "
-    "data, so DVC reused the existing model and no GPU time was spent; the numbers below are "
-    "that model's."
+    "> ♻️ **Model unchanged**: this change touches nothing the train stage depends on in "
+    "dvc.yaml (its command, params and deps), so DVC reused the existing model and no GPU "
+    "time was spent; the numbers below are that model's."
 )
 
 
