@@ -172,7 +172,11 @@ def test_script_flags_exist_in_the_entry_point(step: str) -> None:
 
 def test_train_step_flags_exist_in_cxml_train() -> None:
     source = TRAIN_STEP.read_text(encoding="utf-8")
-    flags = set(re.findall(r'"(--[a-z][a-z-]+)"', source)) - {"--run-cache", "--allow-missing"}
+    flags = set(re.findall(r'"(--[a-z][a-z-]+)"', source)) - {
+        "--run-cache",
+        "--allow-missing",
+        "--with-deps",
+    }
     help_text = subprocess.run(
         [PYTHON, "-m", "cxml.train", "--help"], capture_output=True, text=True, check=True
     ).stdout

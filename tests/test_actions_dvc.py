@@ -201,7 +201,9 @@ S3_ENV = {
 }
 
 
-def run_train_step(workspace: Path, *, push: bool, s3_env: dict[str, str]) -> dict[str, str]:
+def run_train_step(
+    workspace: Path, *, push: bool, s3_env: dict[str, str], targets: str = ""
+) -> dict[str, str]:
     """The train action's step, exactly as action.yml runs it, with `$GITHUB_OUTPUT` read back."""
     output_file = workspace.parent / f"{workspace.name}-output.txt"
     output_file.write_text("", encoding="utf-8")
@@ -215,6 +217,7 @@ def run_train_step(workspace: Path, *, push: bool, s3_env: dict[str, str]) -> di
         "CXML_TRAIN_DVC": "auto",
         "CXML_TRAIN_DVC_PULL": "auto",
         "CXML_TRAIN_DVC_PUSH": "true" if push else "false",
+        "CXML_TRAIN_DVC_TARGETS": targets,
     }
     result = subprocess.run(
         [PYTHON, str(TRAIN_STEP)],
@@ -264,8 +267,10 @@ def test_train_step_pulls_and_pushes_through_an_s3_remote(s3_server: str, tmp_pa
     second_clone = tmp_path / "ci-run-2"
     git(tmp_path, "clone", "--quiet", str(origin), str(second_clone))
     assert not (second_clone / "model" / "model.pt").exists()
-    second = run_train_step(second_clone, push=False, s3_env=S3_ENV)
+    # Only the train stage is asked for: only what it needs comes from the remote.
+    second = run_train_step(second_clone, push=False, s3_env=S3_ENV, targets="train")
     assert second["model-changed"] == "false"
+    assert not (second_clone / "plots" / "confusion.csv").exists()  # evaluate's, not pulled
     assert second["run-id"] == first["run-id"]
     assert (second_clone / "model" / "model.pt").read_bytes() == (
         first_clone / "model" / "model.pt"

@@ -125,8 +125,11 @@ def train_with_dvc(inputs: TrainInputs) -> None:
     committed_model = locked_model_hash(Path("dvc.lock"), model_path)
     remote = ["-r", inputs.dvc_remote] if inputs.dvc_remote else []
     if inputs.dvc_pull == "true" or (inputs.dvc_pull == "auto" and has_remote(inputs.dvc_remote)):
-        # Missing files are normal (a stage never pushed): repro recomputes them.
-        dvc("pull", *remote, "--allow-missing", what="dvc pull", must_succeed=False)
+        # Only what the asked-for stages need (their deps and their outputs, so an unchanged
+        # stage is restored, not rerun). Missing files are normal (a stage never pushed):
+        # repro recomputes them.
+        targets = ["--with-deps", *inputs.dvc_targets] if inputs.dvc_targets else []
+        dvc("pull", *remote, "--allow-missing", *targets, what="dvc pull", must_succeed=False)
     dvc("repro", *inputs.dvc_targets, what="dvc repro")
     trained_model = locked_model_hash(Path("dvc.lock"), model_path)
     model_changed = committed_model is None or committed_model != trained_model
