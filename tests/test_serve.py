@@ -183,6 +183,58 @@ def test_images_with_huge_dimensions_are_refused_before_decoding(client: TestCli
     assert response.status_code == 413 and "pixels" in response.json()["error"]
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with no image data behind it (60 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "side",
+    [20000, 10000],  # past twice PIL's own limit it raises; past the limit itself it warns
+)
+def test_a_header_claiming_a_huge_image_is_a_413_naming_the_limit(
+    client: TestClient, side: int
+) -> None:
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # as `-W error` would
+        response = client.post("/predict", files=multipart(png_header(side, side)))
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert f"over the limit of {serve.DEFAULT_MAX_IMAGE_PIXELS}" in error and "smaller" in error
+
+
+def test_too_many_multipart_files_is_a_413_in_the_service_format(release_dir: Path) -> None:
+    fresh = make_service(release_dir)
+    fresh.warm_up()
+    with TestClient(serve.create_app(fresh)) as client:
+        response = client.post("/predict", files=multipart(*[png_bytes()] * 20))  # limit 8
+        assert response.status_code == 413, response.text
+        assert response.json() == {
+            "error": "more than 8 images in one request, over the limit of 8; split the batch"
+        }
+        malformed = client.post(
+            "/predict",
+            content=b"--b\r\nContent-Disposition: form-data\r\n\r\nx",
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        assert 400 <= malformed.status_code < 500 and "error" in malformed.json()
+        text = client.get("/metrics").text
+    assert 'cxml_requests_total{endpoint="/predict",code="413"} 1' in text
+
+
 def test_wrong_size_is_refused_when_resizing_is_off(release_dir: Path) -> None:
     strict = make_service(release_dir, "--no-resize")
     strict.warm_up()
@@ -236,6 +288,37 @@ def test_metrics_count_requests_errors_and_latency(release_dir: Path) -> None:
     assert "cxml_predict_latency_seconds_count 1" in text
     assert 'cxml_predict_latency_seconds_bucket{le="+Inf"} 1' in text
     assert 'cxml_model_info{model_version="7",release="7-' in text
+
+
+def test_errors_outside_the_handler_are_counted_and_answered_in_the_service_format(
+    tmp_path: Path, release_dir: Path
+) -> None:
+    # A model whose metadata names no classes loads and warms up, then fails on every prediction.
+    import dataclasses
+
+    from cxml import models
+
+    state, metadata = models.read_model_file(release_dir / "model.pt")
+    network = models.build_model(metadata.architecture, metadata.num_classes, 1)
+    network.load_state_dict(state)
+    broken = tmp_path / "model.pt"
+    models.save_model_file(broken, network, dataclasses.replace(metadata, class_names=()))
+    service = serve.PredictionService(
+        serve.settings_from_args(serve.parse_args(["--model", str(broken), "--device", "cpu"]))
+    )
+    service.warm_up()
+    with TestClient(serve.create_app(service)) as client:
+        failed = client.post("/predict", files=multipart(png_bytes()))
+        assert failed.status_code == 500
+        assert failed.json() == {"error": serve.INTERNAL_ERROR}
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/predict").status_code == 405
+        text = client.get("/metrics").text
+    assert 'cxml_requests_total{endpoint="/predict",code="500"} 1' in text
+    assert 'cxml_requests_total{endpoint="other",code="404"} 1' in text
+    assert 'cxml_requests_total{endpoint="/predict",code="405"} 1' in text
+    assert "cxml_request_errors_total 3" in text
+    assert "cxml_predict_latency_seconds_count 0" in text
 
 
 def test_a_tampered_bundle_does_not_start(tmp_path: Path, release_dir: Path) -> None:

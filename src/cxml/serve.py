@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from cxml.metrics import EVAL_METRICS
 if TYPE_CHECKING:
     import torch
     from fastapi import FastAPI, Request, Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from cxml.models import ModelMetadata
 
@@ -62,8 +64,10 @@ class ServeSettings:
     release_name: str = "local"
 
 
-STATUS_CODES = (200, 400, 413, 415, 422, 500, 503)
-"""/predict answers counted one by one; anything else is counted as code "other"."""
+ENDPOINTS = ("/predict", "/healthz", "/version", "/metrics")
+"""Paths counted one by one; any other path (a 404, say) is counted as endpoint "other"."""
+STATUS_CODES = (200, 400, 404, 405, 413, 415, 422, 500, 503)
+"""Status codes counted one by one; anything else is counted as code "other"."""
 
 
 class ServiceMetrics:
@@ -76,44 +80,54 @@ class ServiceMetrics:
         import multiprocessing
 
         self._codes = len(STATUS_CODES) + 1
+        self._answers = (len(ENDPOINTS) + 1) * self._codes
         self._buckets = len(LATENCY_BUCKETS_S)
-        # layout: request counts per code | histogram buckets | latency sum, latency count, images
-        self._values = multiprocessing.RawArray("d", self._codes + self._buckets + 3)
+        # layout: answers per endpoint and code | histogram buckets |
+        #         latency sum, latency count, images, errors
+        self._values = multiprocessing.RawArray("d", self._answers + self._buckets + 4)
         self._lock = multiprocessing.Lock()
 
-    def record(self, status: int, seconds: float | None = None, images: int = 0) -> None:
-        code_index = STATUS_CODES.index(status) if status in STATUS_CODES else len(STATUS_CODES)
-        tail = self._codes + self._buckets
+    def record_response(self, path: str, status: int) -> None:
+        """Count one answer, whatever produced it (a handler, Starlette itself, an exception)."""
+        endpoint = ENDPOINTS.index(path) if path in ENDPOINTS else len(ENDPOINTS)
+        code = STATUS_CODES.index(status) if status in STATUS_CODES else len(STATUS_CODES)
+        with self._lock:
+            self._values[endpoint * self._codes + code] += 1
+            if status >= 400:
+                self._values[self._answers + self._buckets + 3] += 1
+
+    def record_prediction(self, seconds: float, images: int) -> None:
+        """Latency and image count of a successful /predict (its status is counted separately)."""
+        tail = self._answers + self._buckets
         with self._lock:
             values = self._values
-            values[code_index] += 1
+            values[tail] += seconds
+            values[tail + 1] += 1
             values[tail + 2] += images
-            if seconds is not None:
-                values[tail] += seconds
-                values[tail + 1] += 1
-                for index, bound in enumerate(LATENCY_BUCKETS_S):
-                    if seconds <= bound:
-                        values[self._codes + index] += 1
+            for index, bound in enumerate(LATENCY_BUCKETS_S):
+                if seconds <= bound:
+                    values[self._answers + index] += 1
 
     def render(self, model_version: str, release_name: str) -> str:
         with self._lock:
             values = list(self._values)
+        endpoints = [*ENDPOINTS, "other"]
         codes = [*(str(c) for c in STATUS_CODES), "other"]
-        counts = values[: self._codes]
-        buckets = values[self._codes : self._codes + self._buckets]
-        latency_sum, latency_count, images = values[self._codes + self._buckets :]
+        buckets = values[self._answers : self._answers + self._buckets]
+        latency_sum, latency_count, images, errors = values[self._answers + self._buckets :]
         lines = [
-            "# HELP cxml_requests_total /predict requests by status code.",
+            "# HELP cxml_requests_total Requests answered, by endpoint and status code.",
             "# TYPE cxml_requests_total counter",
         ]
+        for endpoint_index, endpoint in enumerate(endpoints):
+            for code_index, code in enumerate(codes):
+                count = values[endpoint_index * self._codes + code_index]
+                if count:
+                    lines.append(
+                        f'cxml_requests_total{{endpoint="{endpoint}",code="{code}"}} {int(count)}'
+                    )
         lines += [
-            f'cxml_requests_total{{endpoint="/predict",code="{code}"}} {int(count)}'
-            for code, count in zip(codes, counts, strict=True)
-            if count
-        ]
-        errors = sum(count for code, count in zip(codes, counts, strict=True) if code != "200")
-        lines += [
-            "# HELP cxml_request_errors_total /predict requests answered with a 4xx or 5xx status.",
+            "# HELP cxml_request_errors_total Requests answered with a 4xx or 5xx status.",
             "# TYPE cxml_request_errors_total counter",
             f"cxml_request_errors_total {int(errors)}",
             "# HELP cxml_images_total Images classified.",
@@ -134,6 +148,50 @@ class ServiceMetrics:
             f'release="{_label(release_name)}"}} 1',
         ]
         return "\n".join(lines) + "\n"
+
+
+class CountResponses:
+    """ASGI middleware: counts every answer in the metrics, and answers an exception that escapes
+    a handler with a 500 in the service's `{"error": ...}` format (the traceback goes to the log).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            if started:
+                raise
+            traceback.print_exc()
+            status = 500
+            await send_error(send, status, INTERNAL_ERROR)
+        finally:
+            self.metrics.record_response(str(scope.get("path", "")), status)
+
+
+INTERNAL_ERROR = "internal error while answering this request; the server log has the details"
+
+
+async def send_error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _label(value: str) -> str:
@@ -266,7 +324,16 @@ def decode_image(
     if not data:
         raise RequestError(400, f"image {index} is empty; send the bytes of a PNG or JPEG file")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # PIL warns past its own pixel limit and raises past twice it: both mean too large
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(
+            413,
+            f"image {index} is over the limit of {settings.max_image_pixels} pixels ({exc}); "
+            "send it smaller",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError(
             400, f"image {index} is not a readable image; send a PNG, JPEG or other PIL format"
@@ -322,13 +389,15 @@ def images_from_json(body: bytes) -> list[bytes]:
 async def images_from_multipart(request: Request, max_batch: int) -> list[bytes]:
     """Every file part of a multipart form, in order (field names `image` / `images` by custom)."""
     from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
     try:
-        form = await request.form(max_files=max_batch + 1, max_fields=max_batch + 16)
-    except MultiPartException as exc:
-        raise RequestError(
-            400, f"multipart body is malformed or has too many parts ({exc.message})"
+        form = await request.form(max_files=max_batch, max_fields=max_batch + 16)
+    except (MultiPartException, HTTPException) as exc:
+        # inside an app Starlette turns the parser's MultiPartException into an HTTPException(400)
+        raise multipart_error(
+            exc.detail if isinstance(exc, HTTPException) else exc.message, max_batch
         ) from None
     images = []
     for _, value in form.multi_items():
@@ -336,6 +405,21 @@ async def images_from_multipart(request: Request, max_batch: int) -> list[bytes]
             images.append(await value.read())
     await form.close()
     return images
+
+
+def multipart_error(problem: str, max_batch: int) -> RequestError:
+    """The parser's complaint about a multipart body, as this service's 413 or 400."""
+    if problem.startswith("Too many files"):
+        return RequestError(
+            413,
+            f"more than {max_batch} images in one request, over the limit of {max_batch}; "
+            "split the batch",
+        )
+    if problem.startswith(("Too many fields", "Part exceeded")):
+        return RequestError(
+            413, f"multipart body has too many or too large fields ({problem}); send only images"
+        )
+    return RequestError(400, f"multipart body is malformed ({problem}); send a valid form")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -410,9 +494,8 @@ def create_app(service: PredictionService) -> FastAPI:
             images = await images_from_request(request, settings)
             result = service.predict(images)
         except RequestError as exc:
-            service.metrics.record(exc.status)
             return json_response({"error": exc.message}, exc.status)
-        service.metrics.record(200, time.perf_counter() - started, len(images))
+        service.metrics.record_prediction(time.perf_counter() - started, len(images))
         return json_response(result)
 
     async def healthz(request: Request) -> Response:
@@ -437,6 +520,7 @@ def create_app(service: PredictionService) -> FastAPI:
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/version", version, methods=["GET"])
     app.add_route("/metrics", metrics, methods=["GET"])
+    app.add_middleware(CountResponses, metrics=service.metrics)
     return app
 
 
