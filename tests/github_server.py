@@ -6,7 +6,9 @@ records as a contract violation*, every request the real API would reject.
 
 Contract: GitHub's published REST description (`api.github.com.json` from the npm package
 `@octokit/openapi` 23.0.2), looked up by `load_github_openapi()` in `$CXML_GITHUB_OPENAPI`,
-then `../shared/github-rest/` next to the repository, then a cache filled by `npm pack`.
+then `../shared/github-rest/` next to the repository, then a cache filled by `npm pack`. Without
+npm the contract tests skip; with npm, a failed download raises SpecDownloadError (the tests
+error with npm's output) rather than skip, since CI installs npm to run them.
 Each request must match an operation (path template and method); its path and query
 parameters must satisfy their schemas (unknown query parameters are refused too); its JSON
 body must validate against the operation's requestBody schema (jsonschema); it must carry a
@@ -37,13 +39,14 @@ Python API::
         gh.branch_files("cxml-assets")  # {path: bytes} at the branch head
         gh.fail_next("POST", r"/issues/\\d+/comments$", status=503, times=1, retry_after=1)
         gh.drop_after_next("POST", r"/comments$")   # apply the request, then cut the connection
+        gh.cut_body_next("POST", r"/comments$")     # apply it, then send half the answer and cut
         gh.requests         # every RecordedRequest (authorization header redacted)
         gh.violations       # contract problems; `gh.assert_no_violations()` raises on any
     # leaving the block stops the server and raises AssertionError if there were violations
 
 The pytest fixture `github_server` yields a started FakeGitHub (repository `octo-org/octo-repo`,
 pull requests 1 and 7) and fails the test at teardown on any violation; it skips the test when
-neither the shared spec nor npm is available.
+neither the shared spec nor npm is available, and errors when npm is there but its download fails.
 
 Events: `pull_request_event(...)` and `push_event(...)` build webhook payloads that validate
 against `webhooks.schema.json` (`@octokit/webhooks-schemas`); `validate_event(payload)` checks one.
@@ -73,7 +76,7 @@ import subprocess
 import sys
 import tarfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,8 +110,19 @@ def _shared_file(name: str) -> Path | None:
     return None
 
 
+class SpecDownloadError(RuntimeError):
+    """npm is installed but could not fetch or unpack a schema package.
+
+    CI installs npm so that the contract tests run: this fails them, where a skip would hide them.
+    """
+
+
 def _npm_file(package: str, member: str) -> Path | None:
-    """`npm pack` the package into the cache and extract one file from it (None without npm)."""
+    """`npm pack` the package into the cache and extract one file from it.
+
+    None only when npm is not installed (the tests that need the file skip); with npm installed,
+    a failed download or extract raises SpecDownloadError carrying npm's output.
+    """
     target = cache_dir() / package.replace("/", "__").replace("@", "") / Path(member).name
     if target.is_file():
         return target
@@ -116,35 +130,63 @@ def _npm_file(package: str, member: str) -> Path | None:
     if npm is None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
+    result = _npm_pack(npm, package, target.parent)
+    tarball = _packed_tarball(result, target.parent, package)
+    _extract_member(tarball, member, target, package)
+    tarball.unlink(missing_ok=True)
+    return target
+
+
+def _npm_output(result: subprocess.CompletedProcess[str]) -> str:
+    return f"stdout:\n{result.stdout.strip()}\nstderr:\n{result.stderr.strip()}"
+
+
+def _npm_pack(npm: str, package: str, destination: Path) -> subprocess.CompletedProcess[str]:
+    command = [npm, "pack", package, "--pack-destination", str(destination), "--json"]
     try:
-        result = subprocess.run(
-            [npm, "pack", package, "--pack-destination", str(target.parent), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SpecDownloadError(f"`{' '.join(command)}` did not run: {exc}") from exc
+    if result.returncode != 0:
+        raise SpecDownloadError(
+            f"`{' '.join(command)}` exited {result.returncode}; check the network or the npm "
+            f"registry settings (or provide ../shared/github-rest)\n{_npm_output(result)}"
         )
-        tarball = target.parent / json.loads(result.stdout)[0]["filename"].replace("/", "-").lstrip(
-            "@"
+    return result
+
+
+def _packed_tarball(
+    result: subprocess.CompletedProcess[str], destination: Path, package: str
+) -> Path:
+    """The .tgz `npm pack --json` reports (npm names scoped packages `scope-name-1.0.0.tgz`)."""
+    try:
+        name = json.loads(result.stdout)[0]["filename"].replace("/", "-").lstrip("@")
+    except (json.JSONDecodeError, LookupError, TypeError, AttributeError):
+        name = ""
+    tarball = destination / name if name else None
+    if tarball is None or not tarball.is_file():
+        tarball = next(iter(sorted(destination.glob("*.tgz"))), None)
+    if tarball is None:
+        raise SpecDownloadError(
+            f"`npm pack {package}` left no .tgz in {destination}\n{_npm_output(result)}"
         )
-        if not tarball.exists():
-            tarball = next(target.parent.glob("*.tgz"))
+    return tarball
+
+
+def _extract_member(tarball: Path, member: str, target: Path, package: str) -> None:
+    try:
         with tarfile.open(tarball) as archive:
             source = archive.extractfile(f"package/{member}")
             if source is None:
-                return None
-            target.write_bytes(source.read())
-        tarball.unlink(missing_ok=True)
-    except (
-        subprocess.SubprocessError,
-        OSError,
-        KeyError,
-        ValueError,
-        StopIteration,
-        json.JSONDecodeError,
-    ):
-        return None
-    return target
+                raise KeyError(member)
+            data = source.read()
+    except (tarfile.TarError, OSError, KeyError) as exc:
+        raise SpecDownloadError(
+            f"{tarball.name} (npm package {package}) has no readable package/{member}: {exc!r}"
+        ) from exc
+    partial = target.with_suffix(target.suffix + ".partial")
+    partial.write_bytes(data)
+    partial.replace(target)  # a cache hit is always a whole file
 
 
 def github_openapi_path() -> Path | None:
@@ -167,21 +209,29 @@ _CACHE: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_github_openapi() -> dict[str, Any] | None:
-    """GitHub's REST OpenAPI description (shared copy, else npm), or None when unavailable."""
+def _load_json_once(key: str, find: Callable[[], Path | None]) -> dict[str, Any] | None:
+    """Parse the file `find` locates, once per process; a failed npm download is remembered too."""
     with _CACHE_LOCK:
-        if "openapi" not in _CACHE:
-            path = github_openapi_path()
-            _CACHE["openapi"] = json.loads(path.read_text(encoding="utf-8")) if path else None
-        return _CACHE["openapi"]  # type: ignore[no-any-return]
+        if key not in _CACHE:
+            try:
+                path = find()
+            except SpecDownloadError as error:
+                _CACHE[key] = error
+            else:
+                _CACHE[key] = json.loads(path.read_text(encoding="utf-8")) if path else None
+        found = _CACHE[key]
+    if isinstance(found, SpecDownloadError):
+        raise SpecDownloadError(str(found))
+    return found  # type: ignore[no-any-return]
+
+
+def load_github_openapi() -> dict[str, Any] | None:
+    """GitHub's REST OpenAPI description (shared copy, else npm); None when npm is not installed."""
+    return _load_json_once("openapi", github_openapi_path)
 
 
 def load_webhooks_schema() -> dict[str, Any] | None:
-    with _CACHE_LOCK:
-        if "webhooks" not in _CACHE:
-            path = webhooks_schema_path()
-            _CACHE["webhooks"] = json.loads(path.read_text(encoding="utf-8")) if path else None
-        return _CACHE["webhooks"]  # type: ignore[no-any-return]
+    return _load_json_once("webhooks", webhooks_schema_path)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -605,6 +655,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     drop_after: bool = False
     """Handle the request (state changes), then close the connection without an answer."""
+    cut_body: bool = False
+    """Handle the request (state changes), send the status, headers and half the body, then close."""
     message: str = "Server Error"
 
 
@@ -757,6 +809,10 @@ class FakeGitHub:
     def drop_after_next(self, method: str, path_pattern: str, *, times: int = 1) -> None:
         with self._lock:
             self._faults.append(Fault(method, re.compile(path_pattern), times, drop_after=True))
+
+    def cut_body_next(self, method: str, path_pattern: str, *, times: int = 1) -> None:
+        with self._lock:
+            self._faults.append(Fault(method, re.compile(path_pattern), times, cut_body=True))
 
     def issue_comments(self, number: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -1361,9 +1417,11 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self._send(status, payload, extra)
+            self._send(status, payload, extra, cut_body=fault is not None and fault.cut_body)
 
-        def _send(self, status: int, payload: Any, extra: Mapping[str, str]) -> None:
+        def _send(
+            self, status: int, payload: Any, extra: Mapping[str, str], *, cut_body: bool = False
+        ) -> None:
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -1374,6 +1432,12 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             for key, value in extra.items():
                 self.send_header(key, value)
             self.end_headers()
+            if cut_body:  # Content-Length promised all of it: the client sees a broken answer
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             self.wfile.write(data)
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve

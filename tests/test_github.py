@@ -9,7 +9,7 @@ import pytest
 
 from cxml.errors import ReportError
 from cxml.github import CommentTarget, GitHubClient
-from cxml.report_http import RetryPolicy, retry_after_seconds
+from cxml.report_http import RetryPolicy, TimeBudget, retry_after_seconds
 from tests.github_server import FakeGitHub, github_server  # noqa: F401 - the fixture `fake` uses
 
 PR = CommentTarget("pr", number=7)
@@ -102,6 +102,26 @@ def test_a_retried_post_after_a_dropped_connection_does_not_duplicate(
     assert not comment.created  # the lost POST had landed; the retry found and updated it
     methods = [r.method for r in fake.requests]
     assert methods == ["GET", "POST", "GET", "PATCH"]
+
+
+def test_a_post_whose_answer_is_cut_off_is_checked_before_it_is_sent_again(
+    fake: FakeGitHub,
+) -> None:
+    fake.cut_body_next("POST", r"/issues/7/comments$")
+    with client(fake) as gh:
+        comment = gh.upsert_comment(PR, body(text="once"), ours())
+    assert [c["body"] for c in fake.issue_comments(7)] == [body(text="once")]
+    assert not comment.created  # the cut-off POST had landed; the fresh look found it
+    assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "PATCH"]
+
+
+def test_a_read_whose_answer_is_cut_off_is_retried(fake: FakeGitHub) -> None:
+    with client(fake) as gh:
+        gh.upsert_comment(PR, body(), ours())
+        fake.cut_body_next("GET", r"/issues/7/comments$")
+        comment = gh.upsert_comment(PR, body(text="v2"), ours())
+    assert not comment.created
+    assert [c["body"] for c in fake.issue_comments(7)] == [body(text="v2")]
 
 
 def test_a_post_answered_503_is_checked_before_it_is_sent_again(fake: FakeGitHub) -> None:
@@ -214,6 +234,57 @@ def test_api_down_gives_up_within_the_time_budget() -> None:
     assert time.monotonic() - started < 3
     assert "GitHub API at 127.0.0.1" in str(caught.value) and "ghs_secret_value" not in str(
         caught.value
+    )
+
+
+def test_one_time_budget_covers_every_request_and_pause_of_an_upsert(fake: FakeGitHub) -> None:
+    fake.fail_next("POST", r"/issues/7/comments$", status=503, times=100)
+    policy = RetryPolicy(deadline_s=1.0, base_delay_s=0.6, max_delay_s=5)
+    started = time.monotonic()
+    with client(fake, policy=policy) as gh, pytest.raises(ReportError) as caught:
+        gh.upsert_comment(PR, body(), ours())
+    # Pauses of 0.6 s then 1.2 s between the tries: the second would end past the 1 s budget.
+    assert time.monotonic() - started < 1.0
+    assert str(caught.value).startswith(
+        "GitHub API at 127.0.0.1"
+    ) and "no time left for checking the comment on pull request #7" in str(caught.value)
+    assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "POST"]
+
+
+def test_clients_sharing_a_budget_share_one_deadline(fake: FakeGitHub) -> None:
+    budget = TimeBudget(0.5)
+    time.sleep(0.6)  # the clock starts at the first request, not when the budget is made
+    with GitHubClient(fake.token, fake.repository, api_url=fake.api_url, budget=budget) as gh:
+        gh.upsert_comment(PR, body(), ours())
+    time.sleep(0.6)
+    with (
+        GitHubClient(fake.token, fake.repository, api_url=fake.api_url, budget=budget) as other,
+        pytest.raises(ReportError, match=r"used up the 0\.5 s budget for posting the report"),
+    ):
+        other.publish_files("cxml-assets", {"a.png": b"x"}, "m")
+    assert len(fake.issue_comments(7)) == 1
+    assert [r.method for r in fake.requests] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("api_url", "reason"),
+    [
+        ("api.github.com", "no https:// in front"),
+        ("ftp://api.github.com", "only http:// and https:// work"),
+        ("https:///api/v3", "no valid host name"),
+    ],
+)
+def test_an_unusable_api_url_names_the_setting_and_an_example(api_url: str, reason: str) -> None:
+    secret = "ghs_secretInTheUrlTest"
+    with (
+        GitHubClient(secret, "o/r", api_url=api_url, policy=FAST) as gh,
+        pytest.raises(ReportError) as caught,
+    ):
+        gh.upsert_comment(PR, body(), ours())
+    assert str(caught.value) == (
+        f"GITHUB_API_URL / --api-url is {api_url!r}, which is not a usable API URL ({reason}): "
+        "it must be a full URL like https://api.github.com "
+        "(GitHub Enterprise Server: https://HOST/api/v3)"
     )
 
 

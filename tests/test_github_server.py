@@ -16,6 +16,7 @@ import requests
 from tests.github_server import (
     REPO_ROOT,
     FakeGitHub,
+    SpecDownloadError,
     load_github_openapi,
     load_webhooks_schema,
     openapi_to_jsonschema,
@@ -24,14 +25,16 @@ from tests.github_server import (
     validate_event,
 )
 
-pytestmark = pytest.mark.skipif(
-    load_github_openapi() is None,
-    reason="GitHub's OpenAPI description unavailable (no ../shared, no npm)",
-)
+
+@pytest.fixture
+def github_spec() -> None:
+    """Skip without the spec and without npm; a failed npm download errors the test instead."""
+    if load_github_openapi() is None:
+        pytest.skip("GitHub's OpenAPI description unavailable (no ../shared, no npm)")
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeGitHub]:
+def fake(github_spec: None) -> Iterator[FakeGitHub]:
     """A fake whose violations the test inspects itself (the shared fixture would fail on them)."""
     server = FakeGitHub()
     server.start()
@@ -218,8 +221,9 @@ def test_nullable_becomes_an_explicit_null_type() -> None:
 # ---------------------------------------------------------------- event payloads
 
 
-@pytest.mark.skipif(load_webhooks_schema() is None, reason="webhooks.schema.json unavailable")
 def test_event_payloads_are_real_webhook_payloads() -> None:
+    if load_webhooks_schema() is None:
+        pytest.skip("webhooks.schema.json unavailable (no ../shared, no npm)")
     pull = pull_request_event(12, head_sha="1" * 40, head_repository="fork-owner/octo-repo")
     assert (
         pull["pull_request"]["number"] == 12
@@ -236,6 +240,7 @@ def test_event_payloads_are_real_webhook_payloads() -> None:
 # ---------------------------------------------------------------- standalone use
 
 
+@pytest.mark.usefixtures("github_spec")
 def test_runs_standalone_and_prints_its_url(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.github_server", "--port", "0", "--pr", "3"],
@@ -279,3 +284,80 @@ def test_without_the_shared_copy_the_spec_comes_from_npm(
     assert spec["info"]["version"] == "23.0.2"
     assert "/repos/{owner}/{repo}/issues/{issue_number}/comments" in spec["paths"]
     assert not list(tmp_path.glob("**/*.tgz"))
+
+
+# ---------------------------------------------------------------- where the spec comes from
+
+FAILING_NPM = """\
+import sys
+print("npm error code E404", file=sys.stderr)
+print("npm error 404 Not Found - GET https://registry.npmjs.org/@octokit%2fopenapi", file=sys.stderr)
+sys.exit(1)
+"""
+
+NPM_PACKING_THE_WRONG_FILES = """\
+import io, json, sys, tarfile
+from pathlib import Path
+destination = Path(sys.argv[sys.argv.index("--pack-destination") + 1])
+with tarfile.open(destination / "octokit-openapi-23.0.2.tgz", "w:gz") as archive:
+    data = b"{}"
+    info = tarfile.TarInfo("package/README.md")
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+print(json.dumps([{"filename": "@octokit/openapi-23.0.2.tgz"}]))
+"""
+
+
+def put_npm_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, script: str | None) -> None:
+    """PATH with only a stand-in `npm` running `script` (no npm at all when `script` is None)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if script is not None:
+        npm = bin_dir / "npm"
+        npm.write_text(f"#!{sys.executable}\n{script}")
+        npm.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def without_shared_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a CI runner without ../shared: the spec must come from npm."""
+    from tests import github_server
+
+    monkeypatch.delenv("CXML_GITHUB_OPENAPI", raising=False)
+    monkeypatch.setattr(github_server, "_shared_file", lambda name: None)
+    monkeypatch.setattr(github_server, "_CACHE", {})
+
+
+@pytest.mark.usefixtures("without_shared_spec")
+def test_without_npm_the_contract_tests_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_npm_on_path(monkeypatch, tmp_path, None)
+    assert load_github_openapi() is None  # the `github_server` fixture skips on None
+
+
+@pytest.mark.usefixtures("without_shared_spec")
+def test_a_failed_npm_download_is_an_error_with_npms_output_not_a_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_npm_on_path(monkeypatch, tmp_path, FAILING_NPM)
+    with pytest.raises(SpecDownloadError) as caught:
+        load_github_openapi()
+    message = str(caught.value)
+    assert "exited 1" in message and "npm error 404 Not Found" in message
+    with pytest.raises(SpecDownloadError):  # remembered: npm is not run again for every test
+        load_github_openapi()
+
+
+@pytest.mark.usefixtures("without_shared_spec")
+def test_a_package_without_the_spec_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_npm_on_path(monkeypatch, tmp_path, NPM_PACKING_THE_WRONG_FILES)
+    with pytest.raises(
+        SpecDownloadError, match=r"has no readable package/generated/api\.github\.com"
+    ):
+        load_github_openapi()
+    assert not list((tmp_path / "cache").glob("**/api.github.com.json"))

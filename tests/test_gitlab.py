@@ -181,6 +181,18 @@ def test_bad_token_names_the_fix_and_hides_the_token(gitlab: FakeGitLab) -> None
     assert secret not in str(caught.value)
 
 
+def test_an_api_url_without_https_names_ci_api_v4_url() -> None:
+    with (
+        GitLabClient("gitlab.example.com/api/v4", PROJECT, token=TOKEN, policy=FAST) as client,
+        pytest.raises(ReportError) as caught,
+    ):
+        client.upsert_note(5, "x", ours)
+    assert str(caught.value) == (
+        "CI_API_V4_URL is 'gitlab.example.com/api/v4', which is not a usable API URL "
+        "(no https:// in front): it must be a full URL like https://gitlab.example.com/api/v4"
+    )
+
+
 def test_report_in_a_merge_request_pipeline(
     ws: Workspace,
     gitlab: FakeGitLab,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,28 @@ def test_a_dropped_connection_while_posting_leaves_one_comment(
     assert len(fake.issue_comments(7)) == 1
 
 
+def test_an_answer_cut_off_after_posting_leaves_one_comment(
+    ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    fake.cut_body_next("POST", r"/issues/7/comments$")  # created, then half an answer
+    assert report("--no-images") == 0
+    assert len(fake.issue_comments(7)) == 1
+    assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "PATCH"]
+
+
+def test_target_commit_on_a_pull_request_comments_on_the_head_not_the_merge_commit(
+    ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_actions(
+        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
+    )  # GITHUB_SHA is the merge commit ("f" * 40), which is not on the PR branch
+    assert report("--target", "commit", "--no-images") == 0
+    assert len(fake.commit_comments(HEAD_SHA)) == 1
+    assert fake.commit_comments("f" * 40) == []
+    assert fake.issue_comments(7) == []
+
+
 def test_push_comments_on_the_commit(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +208,22 @@ def test_push_comments_on_the_commit(
     comments = fake.commit_comments("f" * 40)
     assert len(comments) == 1
     assert outputs(files["output"])["comment-url"].endswith(f"#commitcomment-{comments[0]['id']}")
+
+
+def test_dry_run_in_a_pull_request_job_sends_nothing_and_writes_the_summary(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    assert report("--dry-run", "--publish-images") == 0
+    assert fake.requests == []
+    assert "<!-- cxml-report: cxml-model -->" in files["summary"].read_text()
+    assert "comment-url" not in outputs(files["output"])
+    assert "--dry-run, not publishing 3 images" in capsys.readouterr().out
+    assert (ws.root / "report-training.png").exists()
 
 
 def test_target_none_posts_nothing(
@@ -314,6 +353,72 @@ def test_api_down_fails_within_the_timeout(
     err = capsys.readouterr().err
     assert "GitHub API at 127.0.0.1" in err and "did not complete GET" in err
     assert (ws.root / "report.md").exists()  # the report itself is still there to read
+
+
+def test_api_answering_503_forever_ends_within_the_timeout_for_the_whole_delivery(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    for method in ("GET", "POST", "PATCH"):
+        fake.fail_next(method, r"", status=503, times=10_000)
+    started = time.monotonic()
+    # Images, then the comment: each used to get the whole --timeout (twice the budget in all).
+    assert report("--publish-images", "--timeout", "4") == 2
+    elapsed = time.monotonic() - started
+    assert elapsed < 4 + 1.5, f"took {elapsed:.1f} s with --timeout 4"
+    err = capsys.readouterr().err
+    assert "warning: images not published: GitHub API at 127.0.0.1" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: GitHub API at 127.0.0.1") and "GET /repos/" in last
+    assert "the 4 s budget for posting the report (--timeout)" in last
+    assert fake.token not in err
+    assert {r.status for r in fake.requests} == {503}
+
+
+def test_an_api_url_without_https_is_one_error_line_without_a_traceback(
+    ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    monkeypatch.setenv("GITHUB_API_URL", "api.github.com")
+    result = subprocess.run(
+        [sys.executable, "-m", "cxml.report", "--no-images"],
+        capture_output=True,
+        text=True,
+        cwd=ws.root,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: GITHUB_API_URL / --api-url is 'api.github.com', which is not a usable API URL "
+        "(no https:// in front): it must be a full URL like https://api.github.com "
+        "(GitHub Enterprise Server: https://HOST/api/v3)"
+    )
+    assert fake.token not in result.stdout + result.stderr
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("api_url", "reason"),
+    [("ftp://api.github.com", "only http:// and https:// work"), ("https://", "no valid host")],
+)
+def test_other_unusable_api_urls_name_the_option(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    api_url: str,
+    reason: str,
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    assert report("--no-images", "--api-url", api_url) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: GITHUB_API_URL / --api-url is {api_url!r}") and reason in err
 
 
 def test_python_dash_m_entry_point(ws: Workspace) -> None:

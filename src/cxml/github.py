@@ -11,7 +11,14 @@ from urllib.parse import quote
 
 from cxml import __version__
 from cxml.errors import ReportError
-from cxml.report_http import AmbiguousRequestError, HttpStatusError, JsonHttpClient, RetryPolicy
+from cxml.report_http import (
+    AmbiguousRequestError,
+    ApiUrlSetting,
+    HttpStatusError,
+    JsonHttpClient,
+    RetryPolicy,
+    TimeBudget,
+)
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
@@ -21,6 +28,10 @@ MAX_PAGES = 30
 FORK_HINT = (
     "fork pull requests get a read-only token: post from a `workflow_run` job, "
     "see workflows-templates"
+)
+API_URL_SETTING = ApiUrlSetting(
+    "GITHUB_API_URL / --api-url",
+    f"{DEFAULT_API_URL} (GitHub Enterprise Server: https://HOST/api/v3)",
 )
 TOKEN_HINT = (
     "pass a valid token with --token or GITHUB_TOKEN "
@@ -77,6 +88,7 @@ class GitHubClient:
         api_url: str = DEFAULT_API_URL,
         server_url: str = DEFAULT_SERVER_URL,
         policy: RetryPolicy | None = None,
+        budget: TimeBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token:
@@ -94,7 +106,9 @@ class GitHubClient:
             },
             secret=token,
             service="GitHub",
+            url_setting=API_URL_SETTING,
             policy=policy,
+            budget=budget,
             sleep=sleep,
         )
 
@@ -153,7 +167,7 @@ class GitHubClient:
         """
         for attempt in range(3):
             if attempt:
-                self.http.pause(attempt)
+                self.http.pause(attempt, before=f"checking the comment on {target.describe()}")
             existing = self.find_comment(target, is_ours)
             if existing is not None:
                 updated = self._call(

@@ -10,10 +10,18 @@ from urllib.parse import quote
 from cxml import __version__
 from cxml.errors import ReportError
 from cxml.github import Comment
-from cxml.report_http import AmbiguousRequestError, HttpStatusError, JsonHttpClient, RetryPolicy
+from cxml.report_http import (
+    AmbiguousRequestError,
+    ApiUrlSetting,
+    HttpStatusError,
+    JsonHttpClient,
+    RetryPolicy,
+    TimeBudget,
+)
 
 PAGE_SIZE = 100
 MAX_PAGES = 30
+API_URL_SETTING = ApiUrlSetting("CI_API_V4_URL", "https://gitlab.example.com/api/v4")
 TOKEN_HINT = (
     "set GITLAB_TOKEN (a project access token with the `api` scope and at least the Reporter role)"
 )
@@ -30,6 +38,7 @@ class GitLabClient:
         token: str,
         job_token: bool = False,
         policy: RetryPolicy | None = None,
+        budget: TimeBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token:
@@ -41,7 +50,9 @@ class GitLabClient:
             headers={header: token, "User-Agent": f"cxml/{__version__}"},
             secret=token,
             service="GitLab",
+            url_setting=API_URL_SETTING,
             policy=policy,
+            budget=budget,
             sleep=sleep,
         )
 
@@ -80,7 +91,7 @@ class GitLabClient:
         """Update the note carrying our watermark or create one; a lost create is looked up first."""
         for attempt in range(3):
             if attempt:
-                self.http.pause(attempt)
+                self.http.pause(attempt, before=f"checking the note on merge request !{iid}")
             existing = next((n for n in self.list_notes(iid) if is_ours(n.get("body"))), None)
             if existing is not None:
                 note = self._call(

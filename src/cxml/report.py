@@ -61,6 +61,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repo", help="owner/name (default: $GITHUB_REPOSITORY)")
     parser.add_argument(
+        "--api-url",
+        help="GitHub REST API URL (default: $GITHUB_API_URL, else https://api.github.com)",
+    )
+    parser.add_argument(
         "--token", help="API token (default: $GITHUB_TOKEN, or $GITLAB_TOKEN on GitLab)"
     )
     parser.add_argument("--no-images", action="store_true", help="do not draw PNG charts")
@@ -80,7 +84,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"branch for images (default: {DEFAULT_IMAGES_BRANCH})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds for each API call with retries"
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds for posting the report: every API call, retry and wait together "
+        "(default: 120)",
     )
     return parser.parse_args(argv)
 

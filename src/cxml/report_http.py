@@ -18,7 +18,7 @@ RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
 @dataclass(frozen=True)
 class RetryPolicy:
     deadline_s: float = 120.0
-    """All attempts of one request together never take longer than this."""
+    """Budget of a client made without a TimeBudget: all its requests and retries together."""
     max_attempts: int = 6
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
@@ -32,6 +32,33 @@ class HttpResponse:
     headers: Mapping[str, str]
     data: Any
     """Parsed JSON body, or None when the body is empty or not JSON."""
+
+
+class TimeBudget:
+    """Seconds for a whole report delivery: every request, retry and pause of it together.
+
+    One budget is shared by every client of one delivery (images, then the comment), so a run
+    that makes many requests still ends within `--timeout`. The clock starts at the first request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends_at: float | None = None
+
+    def remaining(self) -> float:
+        now = time.monotonic()
+        if self._ends_at is None:
+            self._ends_at = now + self.seconds
+        return self._ends_at - now
+
+
+@dataclass(frozen=True)
+class ApiUrlSetting:
+    """Where a client's base URL comes from, for the message when it is not a usable URL."""
+
+    name: str
+    """The variable or option a person sets, e.g. `GITHUB_API_URL / --api-url`."""
+    example: str
 
 
 class HttpStatusError(ReportError):
@@ -83,6 +110,37 @@ def backoff_delay(attempt: int, policy: RetryPolicy) -> float:
     return float(min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1)))
 
 
+def transport_errors() -> tuple[type[Exception], ...]:
+    """Failures after which the request may or may not have reached the server and been applied.
+
+    ChunkedEncodingError is an answer cut off mid-body: the server got the request, so a POST
+    may have been applied exactly like when the connection drops.
+    """
+    import requests
+
+    return (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    )
+
+
+def bad_url_reason(error: Exception) -> str | None:
+    """Why requests could not use the base URL, in words; None when `error` is not about the URL."""
+    import requests
+
+    if isinstance(error, requests.exceptions.MissingSchema):
+        return "no https:// in front"
+    if isinstance(error, requests.exceptions.InvalidSchema):
+        return "only http:// and https:// work"
+    if isinstance(error, requests.exceptions.InvalidURL):
+        return "no valid host name"
+    if isinstance(error, requests.exceptions.TooManyRedirects):
+        return "it redirects in a loop"
+    return None
+
+
 class JsonHttpClient:
     """One authenticated JSON API (GitHub REST, GitLab v4) with retries bounded in time.
 
@@ -97,14 +155,19 @@ class JsonHttpClient:
         headers: Mapping[str, str],
         secret: str,
         service: str,
+        url_setting: ApiUrlSetting,
         policy: RetryPolicy | None = None,
+        budget: TimeBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         import requests
 
+        self.given_url = base_url
         self.base_url = base_url.rstrip("/")
         self.service = service
+        self.url_setting = url_setting
         self.policy = policy or RetryPolicy()
+        self.budget = budget or TimeBudget(self.policy.deadline_s)
         self._secret = secret
         self._sleep = sleep
         self._session = requests.Session()
@@ -113,9 +176,12 @@ class JsonHttpClient:
     def close(self) -> None:
         self._session.close()
 
-    def pause(self, attempt: int) -> None:
-        """Back off before trying a non-idempotent step again (after a fresh look)."""
-        self._sleep(backoff_delay(attempt, self.policy))
+    def pause(self, attempt: int, *, before: str) -> None:
+        """Back off before trying a non-idempotent step again (after a fresh look), within budget."""
+        delay = backoff_delay(attempt, self.policy)
+        if delay > self.budget.remaining():
+            raise ReportError(self.describe_out_of_time(before))
+        self._sleep(delay)
 
     def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -143,29 +209,35 @@ class JsonHttpClient:
         import requests
 
         policy = self.policy
-        started = time.monotonic()
         url = f"{self.base_url}{path}"
         last_problem = "no attempt made"
+        attempts = 0
         for attempt in range(1, policy.max_attempts + 1):
-            remaining = policy.deadline_s - (time.monotonic() - started)
+            remaining = self.budget.remaining()
             if remaining <= 0:
                 break
             timeout = (
                 min(policy.connect_timeout_s, remaining),
                 min(policy.read_timeout_s, remaining),
             )
+            attempts = attempt
             try:
                 response = self._session.request(
                     method, url, params=params, json=json, timeout=timeout
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except transport_errors() as exc:
                 last_problem = f"{type(exc).__name__}"
                 if not idempotent:
                     raise AmbiguousRequestError(
-                        self.describe_unreachable(method, path, last_problem)
+                        self.describe_unreachable(method, path, last_problem, attempts)
                     ) from None
                 delay = backoff_delay(attempt, policy)
                 asked_to_wait = False
+            except requests.RequestException as exc:
+                reason = bad_url_reason(exc)
+                if reason is None:
+                    raise
+                raise ReportError(self.describe_bad_url(reason)) from None
             else:
                 result = self._parse(response)
                 if result.status < 400:
@@ -180,7 +252,7 @@ class JsonHttpClient:
                     last_problem = f"HTTP {result.status}"
                     if not idempotent:
                         raise AmbiguousRequestError(
-                            self.describe_unreachable(method, path, last_problem)
+                            self.describe_unreachable(method, path, last_problem, attempts)
                         )
                     delay = wait if wait is not None else backoff_delay(attempt, policy)
                 else:
@@ -191,27 +263,43 @@ class JsonHttpClient:
                         status=result.status,
                         api_message=self.scrub(api_message),
                     )
-            elapsed = time.monotonic() - started
             if attempt == policy.max_attempts:
                 break
-            if elapsed + delay > policy.deadline_s:
+            if delay > self.budget.remaining():
                 if not asked_to_wait:
                     break
                 raise ReportError(
                     self.scrub(
                         f"{self.service} API: {method} {path}: {last_problem}; the next retry would "
-                        f"come after {delay:.0f} s, past the {policy.deadline_s:.0f} s budget; "
+                        f"come after {delay:.0f} s, past the {self.budget.seconds:g} s budget; "
                         "re-run the job later"
                     )
                 )
             self._sleep(delay)
-        raise ReportError(self.describe_unreachable(method, path, last_problem))
+        if attempts == 0:
+            raise ReportError(self.describe_out_of_time(f"{method} {path}"))
+        raise ReportError(self.describe_unreachable(method, path, last_problem, attempts))
 
-    def describe_unreachable(self, method: str, path: str, problem: str) -> str:
+    def describe_unreachable(self, method: str, path: str, problem: str, attempts: int) -> str:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         return self.scrub(
-            f"{self.service} API at {self.host} did not complete {method} {path} ({problem}) within "
-            f"{self.policy.max_attempts} attempts / {self.policy.deadline_s:.0f} s; check the API URL "
-            "and the network, then re-run the job"
+            f"{self.service} API at {self.host} did not complete {method} {path} ({problem}) after "
+            f"{tries}, within the {self.budget.seconds:g} s budget for posting the report "
+            "(--timeout); check the API URL and the network, then re-run the job"
+        )
+
+    def describe_out_of_time(self, step: str) -> str:
+        return self.scrub(
+            f"{self.service} API at {self.host}: no time left for {step}: earlier requests and "
+            f"retries used up the {self.budget.seconds:g} s budget for posting the report "
+            "(--timeout); check the API URL and the network, then re-run the job or raise --timeout"
+        )
+
+    def describe_bad_url(self, reason: str) -> str:
+        setting = self.url_setting
+        return self.scrub(
+            f"{setting.name} is {self.given_url!r}, which is not a usable API URL ({reason}): it "
+            f"must be a full URL like {setting.example}"
         )
 
     def _parse(self, response: Any) -> HttpResponse:

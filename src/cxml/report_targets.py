@@ -13,7 +13,7 @@ from cxml import env
 from cxml.errors import ReportError
 from cxml.github import DEFAULT_API_URL, DEFAULT_SERVER_URL, CommentTarget, GitHubClient
 from cxml.gitlab import GitLabClient
-from cxml.report_http import RetryPolicy
+from cxml.report_http import TimeBudget
 from cxml.report_markdown import RunLinks
 
 PR_EVENTS = ("pull_request", "pull_request_target")
@@ -35,7 +35,8 @@ class GitHubDestination:
     server_url: str
     commit: str | None
     name_slug: str
-    timeout_s: float
+    budget: TimeBudget
+    """One budget for everything this destination sends (images and comment): --timeout."""
 
     def client(self) -> GitHubClient:
         if not self.token:
@@ -48,7 +49,7 @@ class GitHubDestination:
             self.repository,
             api_url=self.api_url,
             server_url=self.server_url,
-            policy=RetryPolicy(deadline_s=self.timeout_s),
+            budget=self.budget,
         )
 
 
@@ -60,7 +61,7 @@ class GitLabDestination:
     token: str | None
     job_token: bool
     commit: str | None
-    timeout_s: float
+    budget: TimeBudget
 
     def client(self) -> GitLabClient:
         if not self.token:
@@ -70,7 +71,7 @@ class GitLabDestination:
             self.project_id,
             token=self.token,
             job_token=self.job_token,
-            policy=RetryPolicy(deadline_s=self.timeout_s),
+            budget=self.budget,
         )
 
 
@@ -151,6 +152,8 @@ def resolve_destination(args: argparse.Namespace, links: RunLinks, name: str) ->
 def github_destination(args: argparse.Namespace, links: RunLinks, name: str) -> Destination:
     event_name = env.get(env.GITHUB_EVENT_NAME)
     event = read_event(env.get(env.GITHUB_EVENT_PATH))
+    # On pull_request events GITHUB_SHA is the synthetic merge commit nobody looks at; the
+    # commit the author pushed is the PR head.
     commit = pr_head_sha(event) or env.get(env.GITHUB_SHA) or links.commit
     target = github_target(args, event_name, event, commit)
     repository = args.repo or env.get(env.GITHUB_REPOSITORY)
@@ -162,11 +165,11 @@ def github_destination(args: argparse.Namespace, links: RunLinks, name: str) -> 
         repository=repository,
         token=args.token or env.get(env.GITHUB_TOKEN),
         target=target,
-        api_url=env.get(env.GITHUB_API_URL) or DEFAULT_API_URL,
+        api_url=args.api_url or env.get(env.GITHUB_API_URL) or DEFAULT_API_URL,
         server_url=env.get(env.GITHUB_SERVER_URL) or DEFAULT_SERVER_URL,
         commit=commit,
         name_slug=slug(name),
-        timeout_s=args.timeout,
+        budget=TimeBudget(args.timeout),
     )
 
 
@@ -186,10 +189,9 @@ def github_target(
                 "has no pull_request.number; pass --pr N, or --target commit"
             )
     if mode == "commit" or (mode == "auto" and event_name == "push"):
-        sha = env.get(env.GITHUB_SHA) or commit
-        if not sha:
+        if not commit:
             raise ReportError("no commit to comment on: set GITHUB_SHA, or use --target none")
-        return CommentTarget("commit", sha=sha)
+        return CommentTarget("commit", sha=commit)
     return None
 
 
@@ -216,5 +218,5 @@ def gitlab_destination(args: argparse.Namespace, links: RunLinks) -> Destination
         token=token,
         job_token=personal is None and token is not None,
         commit=links.commit,
-        timeout_s=args.timeout,
+        budget=TimeBudget(args.timeout),
     )
