@@ -143,3 +143,29 @@ def test_a_zip_with_foreign_objects_is_refused(tmp_path: Path) -> None:
 def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="run `cxml train` first"):
         bundle.read_model_metadata(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(
+    ("uri", "public"),
+    [
+        ("https://deploy:s3cr3t-token@mlflow.example.com/", "https://mlflow.example.com/"),
+        ("http://user@127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("https://mlflow.example.com/api?workspace=7&access_token=s3cr3t-token", "https://mlflow.example.com/api?workspace=7"),
+        ("sqlite:////srv/mlflow/mlflow.db", "sqlite:////srv/mlflow/mlflow.db"),
+        ("databricks", "databricks"),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_uris_lose_their_credentials(uri: str | None, public: str | None) -> None:
+    assert bundle.public_uri(uri) == public
+
+
+def test_release_json_never_holds_tracking_credentials(tmp_path: Path, model_file: Path) -> None:
+    from dataclasses import replace
+
+    secret_uri = "https://deploy:s3cr3t-token@mlflow.example.com"
+    info = replace(release_info(model_file), tracking_uri=secret_uri)
+    saved = bundle.save_bundle(tmp_path / "b", model_file, info)
+    text = (saved.directory / "release.json").read_text()
+    assert "s3cr3t-token" not in text and "deploy:" not in text
+    assert bundle.load_bundle(saved.directory).info.tracking_uri == "https://mlflow.example.com"

@@ -319,3 +319,26 @@ def test_file_defaults_follow_params_outputs(
     redeploy.fill_paths_from_params(args)
     assert (args.model, args.gate, args.run_info) == ("out/m.pt", "out/gate.json", "given.json")
     assert Path(args.metrics) == Path("out/metrics/eval.json")
+
+
+def test_the_release_record_drops_tracking_credentials_from_run_info() -> None:
+    info = redeploy.describe_release(
+        "ab" * 32,
+        {"architecture": "small_cnn"},
+        {"model_version": "4", "tracking_uri": "https://ci:s3cr3t-token@mlflow.example.com:5000"},
+        {"decision": "pass"},
+        {},
+        version=None,
+        forced_reason=None,
+        created_at="2026-11-25T11:00:00Z",
+        serving=bundle.ServingConfig(),
+    )
+    assert info.tracking_uri == "https://mlflow.example.com:5000"
+    assert "s3cr3t-token" not in json.dumps(info.to_dict())
+
+
+def test_the_host_gets_the_proxy_check_setting() -> None:
+    argv = redeploy.host_argv(options(proxy_check="nginx -t -c /etc/nginx/nginx.conf"), "activate")
+    assert argv[argv.index("--proxy-check") + 1] == "nginx -t -c /etc/nginx/nginx.conf"
+    default = redeploy.host_argv(options(), "activate")
+    assert default[default.index("--proxy-check") + 1] == "auto"

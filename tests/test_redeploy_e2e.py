@@ -362,3 +362,39 @@ def test_a_failed_proxy_reload_rolls_back(
     assert nginx_proxy.upstream_config.read_text() == upstream_before
     assert served_version(nginx_proxy) == "1"
     assert str(host_state(deploy_root)["current"]).startswith("1-")
+
+
+def test_a_proxy_config_that_nginx_rejects_rolls_back_before_the_old_release_stops(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    upstream_before = nginx_proxy.upstream_config.read_text()
+    # Someone breaks nginx.conf on the host between deploys with a log in a missing directory: the
+    # `nginx -s reload` signaller only parses the config and exits 0, the master then fails to open
+    # the log and keeps the old config (the old port), so only `nginx -t` notices.
+    config = nginx_proxy.config.read_text()
+    broken = config.replace("access_log off;", "access_log /nonexistent-cxml-dir/access.log;")
+    assert broken != config
+    nginx_proxy.config.write_text(broken)
+    argv = redeploy_argv(ssh_server, nginx_proxy, deploy_root)
+    public = argv.index("--public-url")
+    del argv[public : public + 2]  # nothing would notice the stale proxy through a public URL
+    result = subprocess.run(
+        argv,
+        cwd=write_workspace(tmp_path / "v2", "2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=deploy_env(),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "the proxy rejected its config" in message and "-t` failed" in message, message
+    assert '"/nonexistent-cxml-dir/access.log" failed' in message
+    assert "rolled back, release 1-" in message
+    assert nginx_proxy.upstream_config.read_text() == upstream_before
+    assert served_version(nginx_proxy) == "1"
+    state = host_state(deploy_root)
+    assert str(state["current"]).startswith("1-")
+    history = state["history"]
+    assert isinstance(history, list) and history[-1]["result"] == "rolled back"

@@ -209,3 +209,120 @@ def test_a_service_reporting_the_wrong_release_fails_the_health_check(tmp_path: 
             deploy_host.wait_until_serving(HostSettings(root=tmp_path, health_timeout_s=5), service)
     finally:
         server.shutdown()
+
+
+# --- the proxy check -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reload", "check", "expected"),
+    [
+        ("nginx -s reload", None, ("nginx", "-t")),
+        ("/usr/sbin/nginx -p /srv/px -c /srv/px/nginx.conf -s reload", None,
+         ("/usr/sbin/nginx", "-p", "/srv/px", "-c", "/srv/px/nginx.conf", "-t")),
+        ("sudo nginx -s reload", None, ("sudo", "nginx", "-t")),
+        ("systemctl reload nginx", None, None),  # not an nginx -s reload: nothing to derive
+        ("systemctl reload nginx", "sudo nginx -t", ("sudo", "nginx", "-t")),
+        ("nginx -s reload", "none", None),
+    ],
+)  # fmt: skip
+def test_the_proxy_check_is_nginx_t_with_the_reload_commands_options(
+    reload: str, check: str | None, expected: tuple[str, ...] | None
+) -> None:
+    args = deploy_host.parse_args(
+        ["activate", "--root", "/srv/cxml", "--proxy-reload", reload]
+        + (["--proxy-check", check] if check else [])
+    )
+    settings = deploy_host.settings_from_args(args)
+    assert deploy_host.proxy_check_command(settings) == expected
+
+
+# --- the serving image -----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_dockerfile_sources_are_what_it_copies_from_the_context() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert deploy_host.dockerfile_sources(text) == [
+        "pyproject.toml", "README.md", ".ci/constraints.txt", "src",
+    ]  # fmt: skip
+    other = 'COPY --chown=1:1 a b /x/\nCOPY --from=build /wheels /w\nADD ["c d", "/e"]\nCOPY f \\\n  g /h\n'
+    assert deploy_host.dockerfile_sources(other) == ["a", "b", "c d", "f", "g"]
+
+
+@pytest.mark.parametrize(
+    ("image", "tagged"),
+    [
+        ("cxml-serve:latest", "cxml-serve:latest-0123456789ab"),
+        ("cxml-serve", "cxml-serve:latest-0123456789ab"),
+        ("localhost:5000/team/cxml-serve", "localhost:5000/team/cxml-serve:latest-0123456789ab"),
+        ("localhost/cxml-serve:test", "localhost/cxml-serve:test-0123456789ab"),
+        ("cxml-serve@sha256:" + "f" * 64, "cxml-serve@sha256:" + "f" * 64),
+    ],
+)
+def test_the_image_tag_carries_the_build_digest(image: str, tagged: str) -> None:
+    assert deploy_host.content_tag(image, "0123456789abcdef" * 4) == tagged
+
+
+def test_a_changed_package_or_dockerfile_gives_a_new_image_tag(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    for name in ("Dockerfile", "pyproject.toml", "README.md"):
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, context / name)
+    (context / ".ci").mkdir()
+    (context / ".ci" / "constraints.txt").write_text("torch==2.14.1\n")
+    (context / "src" / "cxml").mkdir(parents=True)
+    serve_py = context / "src" / "cxml" / "serve.py"
+    serve_py.write_text("VERSION = 1\n")
+
+    def tag(*build_args: str) -> str:
+        digest = deploy_host.build_digest(context, build_args)
+        return deploy_host.content_tag("cxml-serve:latest", digest)
+
+    first = tag()
+    assert tag() == first  # the same inputs, the same image
+    (context / "src" / "cxml" / "__pycache__").mkdir()
+    (context / "src" / "cxml" / "__pycache__" / "serve.cpython-311.pyc").write_bytes(b"\0")
+    (context / "notes.txt").write_text("not copied into the image")
+    assert tag() == first  # caches and files the Dockerfile does not copy change nothing
+    serve_py.write_text("VERSION = 2\n")
+    second = tag()
+    assert second != first
+    assert tag("BASE_IMAGE=localhost/base:2") != second
+    (context / "Dockerfile").write_text((REPO / "Dockerfile").read_text() + "# changed\n")
+    assert tag() not in (first, second)
+
+
+def test_a_failed_image_build_is_rolled_back_and_the_old_service_keeps_running(
+    tmp_path: Path, uploaded: Path
+) -> None:
+    # `false` stands in for a docker CLI whose every command fails: no image, and the build fails.
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(REPO / "Dockerfile", context / "Dockerfile")
+    settings = HostSettings(
+        root=tmp_path / "root", mode="docker", docker=("false",), docker_build_context=context
+    )
+    old = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        deploy_host.prepare(settings)
+        old_service = deploy_host.Service(
+            release="1-old", mode="process", port=1, pid=old.pid,
+            pid_start=deploy_host.process_start_time(old.pid),
+        )  # fmt: skip
+        deploy_host.save_service(settings, old_service)
+        deploy_host.write_state(settings, HostState(current="1-old", releases=["1-old"]))
+        with pytest.raises(DeployError) as error:
+            deploy_host.activate(settings, uploaded.name, stage(settings, uploaded), None)
+        message = str(error.value)
+        assert "`false build -t cxml-serve:latest-" in message
+        assert message.endswith("rolled back, release 1-old still serving")
+        state = deploy_host.read_state(settings)
+        assert state.current == "1-old"
+        assert state.history[-1]["result"] == "rolled back"
+        assert state.history[-1]["release"] == uploaded.name
+        assert deploy_host.service_alive(settings, old_service)
+    finally:
+        old.kill()
+        old.wait()

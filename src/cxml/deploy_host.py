@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -50,6 +52,8 @@ class HostSettings:
     public_url: str | None = None
     proxy_config: Path | None = None
     proxy_reload: tuple[str, ...] = ("nginx", "-s", "reload")
+    proxy_check: tuple[str, ...] | None = None
+    """Command that validates the proxy config before a reload; None: derived from proxy_reload."""
     docker: tuple[str, ...] = ("docker",)
     image: str = "cxml-serve:latest"
     docker_build_context: Path | None = None
@@ -91,6 +95,7 @@ class Service:
     pid: int | None = None
     pid_start: str | None = None
     container: str | None = None
+    image: str | None = None
     started_at: str = ""
 
 
@@ -263,20 +268,116 @@ def run_docker(
     return result
 
 
-def ensure_image(settings: HostSettings) -> None:
-    if run_docker(settings, ["image", "inspect", settings.image], check=False).returncode == 0:
-        return
-    if settings.docker_build_context is None:
+def image_exists(settings: HostSettings, image: str) -> bool:
+    return run_docker(settings, ["image", "inspect", image], check=False).returncode == 0
+
+
+def ensure_image(settings: HostSettings) -> str:
+    """The image to run: with a build context, one tagged by a hash of what goes into it, built
+    when missing (so a changed package or Dockerfile never serves from a stale image)."""
+    context = settings.docker_build_context
+    if context is None:
+        if image_exists(settings, settings.image):
+            return settings.image
         raise DeployError(
             f"serving image {settings.image} not found on the host; build it there "
             f"(`docker build -t {settings.image} .` in the cxml checkout) or pass "
             "--docker-build-context"
         )
-    log(f"building serving image {settings.image} from {settings.docker_build_context}")
+    image = content_tag(settings.image, build_digest(context, settings.docker_build_args))
+    if image_exists(settings, image):
+        return image
+    log(f"building serving image {image} from {context} (new or changed build inputs)")
     build_args = [arg for value in settings.docker_build_args for arg in ("--build-arg", value)]
-    run_docker(
-        settings, ["build", "-t", settings.image, *build_args, str(settings.docker_build_context)]
-    )
+    tags = [image] if image == settings.image else [image, settings.image]
+    tag_args = [arg for tag in tags for arg in ("-t", tag)]
+    run_docker(settings, ["build", *tag_args, *build_args, str(context)])
+    return image
+
+
+def content_tag(image: str, digest: str) -> str:
+    """`name:tag` -> `name:tag-<12 hex of digest>` (an image pinned by @digest is kept as it is)."""
+    if "@" in image:
+        return image
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    name, tag = (image[:colon], image[colon + 1 :]) if colon > slash else (image, "latest")
+    return f"{name}:{tag[:115]}-{digest[:12]}"
+
+
+DOCKERFILE_NAME = "Dockerfile"
+IGNORED_BUILD_PARTS = ("__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+
+
+def dockerfile_sources(text: str) -> list[str]:
+    """The build-context paths a Dockerfile's COPY and ADD instructions read."""
+    joined = re.sub(r"\\\r?\n", " ", text)
+    sources: list[str] = []
+    for line in joined.splitlines():
+        words = line.strip().split()
+        if len(words) < 3 or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        arguments = words[1:]
+        if any(word.startswith("--from=") for word in arguments):
+            continue  # copied from another stage or image, not from the context
+        arguments = [word for word in arguments if not word.startswith("--")]
+        if arguments and arguments[0].startswith("["):
+            try:
+                arguments = [str(item) for item in json.loads(" ".join(arguments))]
+            except ValueError:
+                continue
+        sources += arguments[:-1]
+    return sources
+
+
+def build_digest(context: Path, build_args: Sequence[str]) -> str:
+    """sha256 over the Dockerfile, every file its COPY/ADD instructions take from `context`, and
+    the build arguments: the same digest means the same image."""
+    digest = hashlib.sha256()
+    dockerfile = context / DOCKERFILE_NAME
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DeployError(
+            f"{dockerfile}: cannot read it ({exc.strerror}); point --docker-build-context at a "
+            "cxml checkout"
+        ) from None
+    digest.update(f"{DOCKERFILE_NAME}\0{text}\0".encode())
+    for relative, path in build_files(context, dockerfile_sources(text)):
+        digest.update(f"{relative}\0{bundle.sha256_file(path)}\0".encode())
+    for build_arg in sorted(build_args):
+        digest.update(f"--build-arg\0{build_arg}\0".encode())
+    return digest.hexdigest()
+
+
+def source_paths(context: Path, source: str) -> list[Path]:
+    """What one COPY source names inside the context (`.` is all of it; globs are expanded)."""
+    relative = source.strip().lstrip("/").rstrip("/")
+    if relative in ("", "."):
+        return [context]
+    if ".." in Path(relative).parts:
+        return []  # docker refuses sources outside the context
+    if any(char in relative for char in "*?["):
+        return sorted(context.glob(relative))
+    path = context / relative
+    return [path] if path.exists() else []
+
+
+def build_files(context: Path, sources: Sequence[str]) -> list[tuple[str, Path]]:
+    """(path relative to the context, file) for every file the sources name, sorted, no caches."""
+    found: dict[str, Path] = {}
+    for source in sources:
+        for match in source_paths(context, source):
+            candidates = [match] if match.is_file() else sorted(match.rglob("*"))
+            for path in candidates:
+                relative = path.relative_to(context)
+                ignored = any(part in IGNORED_BUILD_PARTS for part in relative.parts)
+                stale = path.suffix == ".pyc" or any(
+                    part.endswith(".egg-info") for part in relative.parts
+                )
+                if path.is_file() and not ignored and not stale:
+                    found[relative.as_posix()] = path
+    return sorted(found.items())
 
 
 def start_service(settings: HostSettings, release: str) -> Service:
@@ -284,22 +385,31 @@ def start_service(settings: HostSettings, release: str) -> Service:
     release_dir = settings.releases_dir / release
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     if settings.mode == "docker":
-        ensure_image(settings)
+        image = ensure_image(settings)
         name = f"cxml-serve-{release}-{port}".replace("_", "-").lower()
         run_docker(settings, ["rm", "-f", name], check=False)
-        run_docker(
-            settings,
-            [
-                "run", "-d", "--name", name,
-                "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
-                "-v", f"{release_dir.resolve()}:/srv/release:ro",
-                settings.image,
-                "--bundle", "/srv/release", "--host", "0.0.0.0", "--port", str(CONTAINER_PORT),
-                *settings.serve_args,
-            ],
-        )  # fmt: skip
+        try:
+            run_docker(
+                settings,
+                [
+                    "run", "-d", "--name", name,
+                    "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
+                    "-v", f"{release_dir.resolve()}:/srv/release:ro",
+                    image,
+                    "--bundle", "/srv/release", "--host", "0.0.0.0", "--port", str(CONTAINER_PORT),
+                    *settings.serve_args,
+                ],
+            )  # fmt: skip
+        except DeployError:
+            run_docker(settings, ["rm", "-f", name], check=False)  # created but not started
+            raise
         return Service(
-            release=release, mode="docker", port=port, container=name, started_at=now_iso()
+            release=release,
+            mode="docker",
+            port=port,
+            container=name,
+            image=image,
+            started_at=now_iso(),
         )
     log_path = settings.logs_dir / f"{release}.log"
     argv = [
@@ -438,16 +548,86 @@ def wait_until_serving(settings: HostSettings, service: Service) -> None:
 
 
 def switch_proxy(settings: HostSettings, port: int) -> None:
-    """Point the reverse proxy's upstream at `port` and reload it (nginx drains old connections)."""
+    """Point the proxy's upstream at `port`, have the proxy validate its whole config, reload it.
+
+    `nginx -s reload` exits 0 even when the master then rejects the new config and keeps the old
+    one, so the config is tested first (`nginx -t` with the reload command's -c/-p); a rejected
+    config puts the upstream file back as it was and nothing is reloaded.
+    """
     if settings.proxy_config is None:
         return
+    before = read_proxy_config(settings)
     files.write_text(settings.proxy_config, upstream_config(port))
-    result = subprocess.run(
-        list(settings.proxy_reload), capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeployError(f"proxy reload `{shlex.join(settings.proxy_reload)}` failed: {last}")
+    try:
+        check_proxy_config(settings)
+    except DeployError:
+        write_proxy_config(settings, before)
+        raise
+    run_proxy_command(settings.proxy_reload, "proxy reload")
+
+
+def proxy_check_command(settings: HostSettings) -> tuple[str, ...] | None:
+    """The configured check, or `<reload command without -s reload> -t` for an nginx reload."""
+    if settings.proxy_check is not None:
+        return settings.proxy_check or None
+    reload = settings.proxy_reload
+    for index in range(len(reload) - 1):
+        if reload[index] == "-s" and reload[index + 1] == "reload":
+            return (*reload[:index], *reload[index + 2 :], "-t")
+    return None
+
+
+def check_proxy_config(settings: HostSettings) -> None:
+    command = proxy_check_command(settings)
+    if command is not None:
+        run_proxy_command(command, "proxy config check", rejected=True)
+
+
+def run_proxy_command(argv: Sequence[str], what: str, *, rejected: bool = False) -> None:
+    try:
+        result = subprocess.run(
+            list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise DeployError(
+            f"{what} `{shlex.join(argv)}`: {argv[0]} not found on the host; set --proxy-reload "
+            "(and --proxy-check) to commands that exist there"
+        ) from None
+    if result.returncode == 0:
+        return
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()] or ["no output"]
+    cause = next((line for line in lines if "[emerg]" in line), lines[-1])
+    if rejected:
+        raise DeployError(
+            f"the proxy rejected its config: `{shlex.join(argv)}` failed: {cause}; fix the "
+            "proxy config on the host, then deploy again"
+        )
+    raise DeployError(f"{what} `{shlex.join(argv)}` failed: {cause}")
+
+
+def read_proxy_config(settings: HostSettings) -> str | None:
+    if settings.proxy_config is None or not settings.proxy_config.exists():
+        return None
+    return settings.proxy_config.read_text(encoding="utf-8")
+
+
+def write_proxy_config(settings: HostSettings, text: str | None) -> None:
+    if settings.proxy_config is None:
+        return
+    if text is None:
+        settings.proxy_config.unlink(missing_ok=True)
+    else:
+        files.write_text(settings.proxy_config, text)
+
+
+def restore_proxy(settings: HostSettings, before: str | None) -> None:
+    """Put the upstream file back as it was before this deploy and reload, if it was changed."""
+    if settings.proxy_config is None or read_proxy_config(settings) == before:
+        return
+    with contextlib.suppress(DeployError, OSError):
+        write_proxy_config(settings, before)
+        check_proxy_config(settings)
+        run_proxy_command(settings.proxy_reload, "proxy reload")
 
 
 def wait_for_public(
@@ -551,17 +731,18 @@ def swap_to(
             "changed": False,
         }
     log(f"starting release {release} ({settings.mode} mode)")
-    new_service = start_service(settings, release)
+    proxy_before = read_proxy_config(settings)
+    new_service: Service | None = None
     try:
+        new_service = start_service(settings, release)  # in here: a failed build or run rolls back
         wait_until_serving(settings, new_service)
         log(f"release {release} is healthy on port {new_service.port}; switching the proxy")
         switch_proxy(settings, new_service.port)
         wait_for_public(settings, release)
     except (DeployError, OSError) as exc:
-        stop_service(settings, new_service, grace_s=5.0)
-        if old_service is not None and settings.proxy_config is not None:
-            with contextlib.suppress(DeployError, OSError):
-                switch_proxy(settings, old_service.port)
+        if new_service is not None:
+            stop_service(settings, new_service, grace_s=5.0)
+        restore_proxy(settings, proxy_before)
         still = (
             f"release {state.current} still serving"
             if old_service
@@ -672,6 +853,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--public-url")
     parser.add_argument("--proxy-config")
     parser.add_argument("--proxy-reload", default="nginx -s reload")
+    parser.add_argument(
+        "--proxy-check",
+        default="auto",
+        help="command that validates the proxy config before the reload; auto: the reload "
+        "command with -t for -s reload (nginx); none: no check",
+    )
     parser.add_argument("--docker-command", default="docker")
     parser.add_argument("--image", default="cxml-serve:latest")
     parser.add_argument("--docker-build-context")
@@ -696,12 +883,22 @@ def settings_from_args(args: argparse.Namespace) -> HostSettings:
         public_url=args.public_url,
         proxy_config=Path(args.proxy_config) if args.proxy_config else None,
         proxy_reload=tuple(shlex.split(args.proxy_reload)),
+        proxy_check=proxy_check_setting(args.proxy_check),
         docker=tuple(shlex.split(args.docker_command)),
         image=args.image,
         docker_build_context=Path(args.docker_build_context) if args.docker_build_context else None,
         docker_build_args=tuple(args.docker_build_arg),
         serve_args=tuple(shlex.split(args.serve_args)),
     )
+
+
+def proxy_check_setting(value: str) -> tuple[str, ...] | None:
+    """--proxy-check: "auto" -> None (derive it), "none" -> () (no check), else the command."""
+    if value.strip() == "auto":
+        return None
+    if value.strip() == "none":
+        return ()
+    return tuple(shlex.split(value))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

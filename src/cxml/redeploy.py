@@ -53,6 +53,7 @@ class DeployOptions:
     public_url: str | None
     proxy_config: str | None
     proxy_reload: str
+    proxy_check: str
     remote_python: str
     docker_command: str
     image: str
@@ -130,7 +131,7 @@ def describe_release(
         model_version=model_version,
         model_name=_text(run_info.get("model_name")),
         run_id=_text(run_info.get("run_id")),
-        tracking_uri=_text(run_info.get("tracking_uri")),
+        tracking_uri=bundle.public_uri(_text(run_info.get("tracking_uri"))),
         git_commit=_text(run_info.get("git_commit")) or _text(model_metadata.get("git_commit")),
         created_at=created_at,
         model_sha256=model_sha256,
@@ -168,6 +169,7 @@ def host_argv(options: DeployOptions, command: str, *extra: str) -> list[str]:
             "--lock-timeout", f"{options.lock_timeout_s:g}",
             "--drain", f"{options.drain_s:g}",
             "--proxy-reload", options.proxy_reload,
+            "--proxy-check", options.proxy_check,
         ]  # fmt: skip
         if options.public_url:
             argv += ["--public-url", options.public_url]
@@ -431,6 +433,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--proxy-reload", default="nginx -s reload", help="command that reloads the proxy"
     )
     host.add_argument(
+        "--proxy-check",
+        default="auto",
+        help="command that validates the proxy config before the reload (a rejected config rolls "
+        "back); auto (default): the reload command with -t in place of -s reload, as `nginx -t`; "
+        "none: no check",
+    )
+    host.add_argument(
         "--remote-python", default="python3", help="Python with cxml installed on the host"
     )
     host.add_argument(
@@ -484,6 +493,7 @@ def options_from_args(
         public_url=args.public_url,
         proxy_config=args.proxy_config,
         proxy_reload=args.proxy_reload,
+        proxy_check=args.proxy_check,
         remote_python=args.remote_python,
         docker_command=args.docker_command,
         image=args.image,
