@@ -11,9 +11,8 @@ Claim (one run on this machine, 2026-11-25; re-run to check, figures move by ~10
                    cxml serve            2411 req/s   p50 1.3 ms   p99  9 ms   -> 2.34x req/s, lower p99
     16 images      mlflow models serve    508 req/s   (8.1k img/s)   p99 151 ms
                    cxml serve             439 req/s   (7.0k img/s)   p99  24 ms  -> 0.86x req/s
-  `--architecture resnet18` (torchvision ResNet-18, same 8x8 input), same setup, one run:
-    single image   mlflow 1117 req/s  p99 35 ms   cxml 2324 req/s  p99 4.0 ms   -> 2.08x
-    16 images      mlflow  459 req/s  p99 46 ms   cxml  961 req/s  p99 12 ms    -> 2.09x
+  `--architecture resnet18`: not measured yet. Figures printed here before 2026-11-25 under that
+  name were small_cnn (the script then ignored --architecture); re-run with wrk and record them.
   The serving goal (>= 2x mlflow's single-image req/s at no worse p99) is met for single images. For
   16-image batches of small_cnn, cxml decodes 16 PNG files per request while mlflow gets ready
   tensors, and is ~14% behind in throughput (with a far lower p99).
@@ -24,6 +23,9 @@ JSON (`{"inputs": ...}`). The model is logged for mlflow with `serialization_for
 TorchScript module, so it accepts any batch size (pt2 with a batch-1 example would fix the batch at 1).
 
     .venv/bin/python benchmarks/serve_latency.py [--seconds 10] [--connections 4] [--architecture resnet18]
+        [--input-size 3x32x32]
+    (a smoke run, ~35 s on 2 cores: --seconds 1 --connections 1 --client python --architecture
+    resnet18 --input-size 3x16x16)
     (wrk from `apt-get install wrk` is the default client; `--client python` uses httpx threads instead)
 """
 
@@ -90,17 +92,31 @@ def free_port() -> int:
         return port
 
 
-def example_model(path: Path, architecture: str = "small_cnn") -> Path:
-    """The example architecture at the digits input size (weights do not change the timing)."""
+DIGITS_INPUT_SIZE = (1, 8, 8)
+
+
+def example_model(
+    path: Path,
+    architecture: str = "small_cnn",
+    input_size: tuple[int, int, int] = DIGITS_INPUT_SIZE,
+) -> Path:
+    """`architecture`, untrained, at `input_size` (C, H, W; weights do not change the timing)."""
     import torch
 
     from cxml import models
     from cxml.models import ModelMetadata
 
     torch.manual_seed(0)
-    network = models.build_model("small_cnn", 10, 1)
+    channels = input_size[0]
+    network = models.build_model(architecture, 10, channels)
     metadata = ModelMetadata(
-        "small_cnn", 10, tuple(str(i) for i in range(10)), (1, 8, 8), (0.3,), (0.35,), "0.1.0"
+        architecture,
+        10,
+        tuple(str(i) for i in range(10)),
+        input_size,
+        (0.3,) * channels,
+        (0.35,) * channels,
+        "0.1.0",
     )
     models.save_model_file(path, network, metadata)
     return path
@@ -113,7 +129,7 @@ def mlflow_model(model_file: Path, target: Path) -> None:
 
     from cxml import models
 
-    network, _ = models.load_model_file(model_file)
+    network, metadata = models.load_model_file(model_file)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.script(network)
@@ -121,7 +137,7 @@ def mlflow_model(model_file: Path, target: Path) -> None:
         scripted,
         str(target),
         serialization_format="pickle",
-        input_example=np.zeros((2, 1, 8, 8), dtype=np.float32),
+        input_example=np.zeros((2, *metadata.input_size), dtype=np.float32),
         pip_requirements=["torch", "mlflow"],
     )
 
@@ -244,15 +260,41 @@ def multipart_body(images: list[bytes]) -> tuple[bytes, str]:
     ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def png_images(count: int) -> list[bytes]:
+def grey_level(index: int) -> int:
+    """The 0..255 level of benchmark image `index` (the same images go to both servers)."""
+    return (index * 16) % 256
+
+
+def png_images(count: int, input_size: tuple[int, int, int]) -> list[bytes]:
+    """`count` uniform PNG files at the model's input size and channel count."""
     from PIL import Image
 
+    channels, height, width = input_size
+    mode = "L" if channels == 1 else "RGB"
     images = []
-    for value in range(count):
+    for index in range(count):
+        level = grey_level(index)
         buffer = io.BytesIO()
-        Image.new("L", (8, 8), (value * 16) % 256).save(buffer, "PNG")
+        Image.new(mode, (width, height), level if channels == 1 else (level,) * 3).save(
+            buffer, "PNG"
+        )
         images.append(buffer.getvalue())
     return images
+
+
+def mlflow_body(batch: int, input_size: tuple[int, int, int], mean: Any, std: Any) -> bytes:
+    """The same images as `png_images`, normalised as cxml does, as mlflow's `{"inputs": ...}`."""
+    channels, height, width = input_size
+    tensor = [
+        [[[(grey_level(index) / 255 - mean[c]) / std[c]] * width] * height for c in range(channels)]
+        for index in range(batch)
+    ]
+    return json.dumps({"inputs": tensor}).encode()
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    channels, height, width = (int(part) for part in text.lower().split("x"))
+    return channels, height, width
 
 
 def main() -> int:
@@ -275,6 +317,11 @@ def main() -> int:
         default="small_cnn",
         help="without --model: small_cnn (default), resnet18 ...",
     )
+    parser.add_argument(
+        "--input-size",
+        default="1x8x8",
+        help="without --model: CxHxW of the example model's input (default 1x8x8, digits)",
+    )
     args = parser.parse_args()
 
     import mlflow
@@ -287,17 +334,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cxml-bench-") as workdir:
         work = Path(workdir)
         model_file = (
-            Path(args.model) if args.model else example_model(work / "model.pt", args.architecture)
+            Path(args.model)
+            if args.model
+            else example_model(work / "model.pt", args.architecture, parse_size(args.input_size))
         )
         mlflow_model(model_file, work / "mlflow-model")
         from cxml import models
 
         _, metadata = models.read_model_file(model_file)
-        mean, std = metadata.mean[0], metadata.std[0]
-
-        def mlflow_body(batch: int) -> bytes:
-            tensor = [[[[((v * 16 % 256) / 255 - mean) / std] * 8] * 8] for v in range(batch)]
-            return json.dumps({"inputs": tensor}).encode()
+        input_size = metadata.input_size
+        print(f"model: {metadata.architecture}, input {'x'.join(map(str, input_size))}", flush=True)
 
         def measure(name: str, url: str, batch: int, body: bytes, content_type: str) -> Result:
             if args.client == "wrk":
@@ -327,7 +373,11 @@ def main() -> int:
                 url = f"http://127.0.0.1:{mlflow_port}/invocations"
                 results.append(
                     measure(
-                        "mlflow models serve", url, batch, mlflow_body(batch), "application/json"
+                        "mlflow models serve",
+                        url,
+                        batch,
+                        mlflow_body(batch, input_size, metadata.mean, metadata.std),
+                        "application/json",
                     )
                 )
                 print(results[-1].line(), flush=True)
@@ -345,7 +395,7 @@ def main() -> int:
             time.sleep(3)  # let every worker finish starting
             for batch in (1, 16):
                 url = f"http://127.0.0.1:{cxml_port}/predict"
-                body, content_type = multipart_body(png_images(batch))
+                body, content_type = multipart_body(png_images(batch, input_size))
                 results.append(measure("cxml serve", url, batch, body, content_type))
                 print(results[-1].line(), flush=True)
         finally:
