@@ -11,8 +11,13 @@ Claim (one run on this machine, 2026-11-25; re-run to check, figures move by ~10
                    cxml serve            2411 req/s   p50 1.3 ms   p99  9 ms   -> 2.34x req/s, lower p99
     16 images      mlflow models serve    508 req/s   (8.1k img/s)   p99 151 ms
                    cxml serve             439 req/s   (7.0k img/s)   p99  24 ms  -> 0.86x req/s
-  `--architecture resnet18`: not measured yet. Figures printed here before 2026-11-25 under that
-  name were small_cnn (the script then ignored --architecture); re-run with wrk and record them.
+  `--architecture resnet18 --input-size 3x32x32` (same machine and client, two runs):
+    single image   mlflow models serve  131 / 129 req/s   p50 29-30 ms   p99 98-99 ms
+                   cxml serve           260 / 259 req/s   p50 15 ms      p99 22-23 ms  -> 1.98x / 2.02x
+    16 images      mlflow models serve   17 / 15 req/s    (0.25k img/s)  p99 449-470 ms
+                   cxml serve           100 / 104 req/s   (1.6k img/s)   p99 54-55 ms  -> 6.0x / 6.7x
+  (Figures printed here before 2026-11-25 under that name were small_cnn: the script then ignored
+  --architecture.) Single-image ResNet-18 sits right at the 2x goal, with a p99 4x lower.
   The serving goal (>= 2x mlflow's single-image req/s at no worse p99) is met for single images. For
   16-image batches of small_cnn, cxml decodes 16 PNG files per request while mlflow gets ready
   tensors, and is ~14% behind in throughput (with a far lower p99).
