@@ -333,7 +333,7 @@ def test_the_release_record_drops_tracking_credentials_from_run_info() -> None:
         created_at="2026-11-25T11:00:00Z",
         serving=bundle.ServingConfig(),
     )
-    assert info.tracking_uri == "https://mlflow.example.com:5000"
+    assert info.to_dict()["tracking_uri"] == "https://mlflow.example.com:5000"
     assert "s3cr3t-token" not in json.dumps(info.to_dict())
 
 

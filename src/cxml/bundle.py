@@ -7,7 +7,6 @@ import json
 import pickle
 import re
 import shutil
-import urllib.parse
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from cxml import files
 from cxml.errors import DeployError
+from cxml.tracking import redact_uri
 
 BUNDLE_FORMAT = "cxml-release/1"
 MODEL_FILE_NAME = "model.pt"
@@ -64,7 +64,8 @@ class ReleaseInfo:
             "model_version": self.model_version,
             "model_name": self.model_name,
             "run_id": self.run_id,
-            "tracking_uri": public_uri(self.tracking_uri),
+            # release.json is world-readable on the serving host: no credentials in it
+            "tracking_uri": redact_uri(self.tracking_uri) if self.tracking_uri else None,
             "git_commit": self.git_commit,
             "created_at": self.created_at,
             "model_sha256": self.model_sha256,
@@ -122,32 +123,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-SECRET_QUERY_NAMES = ("password", "passwd", "secret", "token", "key", "signature", "sig")
-
-
-def public_uri(uri: str | None) -> str | None:
-    """`uri` without credentials: no `user:password@`, no secret-looking query parameters.
-
-    release.json is world-readable on the serving host; a tracking URI such as
-    `https://user:token@mlflow.example.com` must not carry its token there.
-    """
-    if not uri:
-        return uri
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI removed>"
-    public = uri
-    if "@" in parts.netloc:
-        public = public.replace(f"//{parts.netloc}", f"//{parts.netloc.rpartition('@')[2]}", 1)
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if not any(s in k.lower() for s in SECRET_QUERY_NAMES)]
-    if len(kept) != len(pairs):
-        query = urllib.parse.urlencode(kept)
-        public = public.replace(f"?{parts.query}", f"?{query}" if query else "", 1)
-    return public
 
 
 def release_name(model_version: str, model_sha256: str) -> str:

@@ -131,7 +131,7 @@ def describe_release(
         model_version=model_version,
         model_name=_text(run_info.get("model_name")),
         run_id=_text(run_info.get("run_id")),
-        tracking_uri=bundle.public_uri(_text(run_info.get("tracking_uri"))),
+        tracking_uri=_text(run_info.get("tracking_uri")),
         git_commit=_text(run_info.get("git_commit")) or _text(model_metadata.get("git_commit")),
         created_at=created_at,
         model_sha256=model_sha256,

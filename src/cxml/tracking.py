@@ -30,9 +30,18 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
-def redact_uri(uri: str) -> str:
-    """Drop credentials (`user:pass@`) so the URI can be printed and stored."""
-    return re.sub(r"//[^/@]*@", "//", uri)
+_USERINFO = re.compile(r"//[^/@\s]*@")
+_SECRET_QUERY_VALUE = re.compile(
+    r"([?&][^=&#\s]*(?:password|passwd|secret|token|key|signature|sig)[^=&#\s]*=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact_uri(text: str) -> str:
+    """`text` (a URI, or a message quoting one) without credentials: `user:pass@` dropped,
+    secret-looking query values masked. For run.json, release.json (world-readable on the
+    serving host) and error messages."""
+    return _SECRET_QUERY_VALUE.sub(r"\1***", _USERINFO.sub("//", text))
 
 
 def quiet_mlflow() -> None:
