@@ -369,7 +369,8 @@ def test_api_answering_503_forever_ends_within_the_timeout_for_the_whole_deliver
     # Images, then the comment: each used to get the whole --timeout (twice the budget in all).
     assert report("--publish-images", "--timeout", "4") == 2
     elapsed = time.monotonic() - started
-    assert elapsed < 4 + 1.5, f"took {elapsed:.1f} s with --timeout 4"
+    # The old per-request budgets took 7.1 s here; 2.5 s of slack keeps a loaded CI machine green.
+    assert elapsed < 4 + 2.5, f"took {elapsed:.1f} s with --timeout 4"
     err = capsys.readouterr().err
     assert "warning: images not published: GitHub API at 127.0.0.1" in err
     last = err.strip().splitlines()[-1]
