@@ -108,8 +108,8 @@ def example_model(
     """`architecture`, untrained, at `input_size` (C, H, W; weights do not change the timing)."""
     import torch
 
-    from cxml import models
-    from cxml.models import ModelMetadata
+    from cxml.ml import models
+    from cxml.ml.models import ModelMetadata
 
     torch.manual_seed(0)
     channels = input_size[0]
@@ -132,7 +132,7 @@ def mlflow_model(model_file: Path, target: Path) -> None:
     import numpy as np
     import torch
 
-    from cxml import models
+    from cxml.ml import models
 
     network, metadata = models.load_model_file(model_file)
     with warnings.catch_warnings():
@@ -344,7 +344,7 @@ def main() -> int:
             else example_model(work / "model.pt", args.architecture, parse_size(args.input_size))
         )
         mlflow_model(model_file, work / "mlflow-model")
-        from cxml import models
+        from cxml.ml import models
 
         _, metadata = models.read_model_file(model_file)
         input_size = metadata.input_size

@@ -142,12 +142,12 @@ def reference_step_fn(args: argparse.Namespace, device: torch.device) -> Callabl
 
 
 def cxml_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
-    from cxml.batches import BatchSource, EpochBatches
-    from cxml.config import DataConfig, Params, TrainConfig
-    from cxml.data import Dataset, Split
-    from cxml.device import choose_precision
-    from cxml.distributed import DistContext
-    from cxml.models import build_model
+    from cxml.core.config import DataConfig, Params, TrainConfig
+    from cxml.ml.batches import BatchSource, EpochBatches
+    from cxml.ml.data import Dataset, Split
+    from cxml.ml.device import choose_precision
+    from cxml.ml.distributed import DistContext
+    from cxml.ml.models import build_model
     from cxml.train import make_optimizer, train_one_epoch
 
     count = args.batch * 8
@@ -227,9 +227,9 @@ def time_to_accuracy(target: float, device: torch.device) -> str:
     import tempfile
     from pathlib import Path
 
-    from cxml.config import Params, TrackingConfig, TrainConfig
-    from cxml.data import load_dataset
-    from cxml.distributed import DistContext
+    from cxml.core.config import Params, TrackingConfig, TrainConfig
+    from cxml.ml.data import load_dataset
+    from cxml.ml.distributed import DistContext
     from cxml.train import build_metadata, fit
 
     params = Params(train=TrainConfig(device=device.type), tracking=TrackingConfig(enabled=False))

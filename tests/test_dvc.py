@@ -100,7 +100,7 @@ def test_dvc_repro_metrics_and_params_diff(workdir: Path) -> None:
     # cxml's baseline-from-git-ref reads the same numbers DVC shows as "old"
     gate = json.loads((workdir / "gate.json").read_text())
     assert gate["baseline"]["source"] == "git:main"
-    from cxml.metrics import flatten
+    from cxml.core.metrics import flatten
 
     baseline = flatten(gate["baseline"]["metrics"])
     for name, values in eval_diff.items():

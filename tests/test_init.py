@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from cxml import init
-from cxml.config import Params, load_params
-from cxml.errors import ConfigError
-from tests.fixtures_actions import PYTHON, git, tool_env
+from cxml.core.config import Params, load_params
+from cxml.core.errors import ConfigError
+from tests.support.actions import PYTHON, git, tool_env
 
 
 def run_init(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -190,7 +190,7 @@ def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> Non
 
 
 def test_written_workflows_pass_actionlint_with_the_written_config(tmp_path: Path) -> None:
-    from tests.fixtures_actions import tool
+    from tests.support.actions import tool
 
     git(tmp_path, "init", "--quiet")
     assert (

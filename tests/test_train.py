@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.conftest import FAST_PARAMS, PYTHON, run_cxml, write_params
+from tests.support.train import wait_for_checkpoint_epoch
 
 OUTPUTS = ("model/model.pt", "metrics/train.json", "plots/train.csv", "run.json")
 
@@ -49,7 +49,7 @@ def test_train_writes_model_metrics_and_plots(workdir: Path) -> None:
     }
     assert float(rows[0]["lr"]) > float(rows[2]["lr"])  # cosine schedule
 
-    from cxml.models import load_model_file
+    from cxml.ml.models import load_model_file
 
     model, metadata = load_model_file(workdir / "model/model.pt")
     assert metadata.architecture == "small_cnn"
@@ -137,7 +137,7 @@ def test_imagefolder_with_a_torchvision_model(workdir: Path) -> None:
     )
     result = run_cxml("train", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    from cxml.models import load_model_file
+    from cxml.ml.models import load_model_file
 
     _, metadata = load_model_file(workdir / "model/model.pt")
     assert metadata.class_names == ("blue", "red") and metadata.input_size == (3, 16, 16)
@@ -171,24 +171,6 @@ def test_two_runs_give_identical_metrics(tmp_path: Path) -> None:
         eval_a.pop(timing), eval_b.pop(timing)
     assert eval_a == eval_b
     assert (a / "plots/confusion.csv").read_bytes() == (b / "plots/confusion.csv").read_bytes()
-
-
-def wait_for_checkpoint_epoch(
-    path: Path, epoch: int, process: subprocess.Popen[str], timeout: float = 120
-) -> None:
-    import torch
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        if path.exists():
-            try:
-                if torch.load(path, map_location="cpu", weights_only=False)["epoch"] >= epoch:
-                    return
-            except Exception:
-                pass  # caught mid-rename; try again
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
 
 
 def test_resume_after_kill(workdir: Path) -> None:
@@ -226,7 +208,7 @@ def test_resume_after_kill(workdir: Path) -> None:
     assert json.loads((workdir / "metrics/train.json").read_text())["epochs"] == epochs
     rows = list(csv.DictReader((workdir / "plots/train.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
-    from cxml.models import load_model_file
+    from cxml.ml.models import load_model_file
 
     load_model_file(workdir / "model/model.pt")
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxml import console, files, ghactions
-from cxml.config import load_params
-from cxml.errors import ConfigError, CxmlError
+from cxml.core import console, files, ghactions
+from cxml.core.config import load_params
+from cxml.core.errors import ConfigError, CxmlError
 
 
 @dataclass(frozen=True)

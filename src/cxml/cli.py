@@ -17,9 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cxml.evaluate",
         "evaluate the model on the test split, compare with the baseline, decide the gate",
     ),
-    "gate": ("cxml.gate", "re-decide the gate from metrics/eval.json and a baseline"),
-    "report": ("cxml.report", "build the PR report and post it as a comment"),
-    "serve": ("cxml.serve", "serve a model over HTTP (/predict, /healthz, /version, /metrics)"),
+    "gate": ("cxml.gate.rules", "re-decide the gate from metrics/eval.json and a baseline"),
+    "report": ("cxml.report.step", "build the PR report and post it as a comment"),
+    "serve": (
+        "cxml.serve.app",
+        "serve a model over HTTP (/predict, /healthz, /version, /metrics)",
+    ),
     "redeploy": (
         "cxml.redeploy",
         "upload a gated release over SSH and swap the serving host to it",
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    from cxml.console import run_entry_point
+    from cxml.core.console import run_entry_point
 
     result: int = run_entry_point(module.main, rest)
     return result

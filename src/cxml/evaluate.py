@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cxml import console, files, ghactions
-from cxml.config import Params, load_params, validate_ranges
-from cxml.gate import add_gate_arguments
+from cxml.core import console, files, ghactions
+from cxml.core.config import Params, load_params, validate_ranges
+from cxml.gate.rules import add_gate_arguments
 
 if TYPE_CHECKING:
     import torch
 
-    from cxml.data import Split
-    from cxml.models import ModelMetadata
+    from cxml.ml.data import Split
+    from cxml.ml.models import ModelMetadata
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
     validate_ranges(params)
-    from cxml.gate import parse_rules
+    from cxml.gate.rules import parse_rules
 
     rule_texts = args.gate if args.gate is not None else list(params.evaluate.gate)
     parse_rules(rule_texts)  # a typo in a rule fails before minutes of evaluation
 
     import torch
 
-    from cxml.data import load_dataset
-    from cxml.device import choose_device
-    from cxml.models import load_model_file
+    from cxml.ml.data import load_dataset
+    from cxml.ml.device import choose_device
+    from cxml.ml.models import load_model_file
 
     device = choose_device(args.device or params.train.device)
     model, metadata = load_model_file(args.model or params.outputs.model, device=str(device))
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_data_matches(metadata: ModelMetadata, data_hash: str, class_names: Sequence[str]) -> None:
-    from cxml.errors import DataError
+    from cxml.core.errors import DataError
 
     if tuple(class_names) != tuple(metadata.class_names):
         raise DataError(
@@ -99,7 +99,7 @@ def predict(
 ) -> Predictions:
     import torch
 
-    from cxml.models import preprocess
+    from cxml.ml.models import preprocess
 
     predicted: list[int] = []
     with torch.inference_mode():
@@ -120,7 +120,7 @@ def measure_latency(
     """p50 / p95 milliseconds for one image, as a single-image request would see it."""
     import torch
 
-    from cxml.models import preprocess
+    from cxml.ml.models import preprocess
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -194,7 +194,7 @@ def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
     """Add `eval.*` metrics to the training run, so the registry's champion carries them."""
     from pathlib import Path
 
-    from cxml.metrics import flatten
+    from cxml.core.metrics import flatten
 
     run_info_path = Path(params.outputs.run_info)
     if not params.tracking.enabled or not run_info_path.exists():
@@ -203,7 +203,7 @@ def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
     if not run_id:
         return
     try:
-        from cxml.tracking import client
+        from cxml.tracking.runs import client
 
         mlflow_client = client(params.tracking.uri)
         for name, value in flatten(metrics).items():
@@ -217,9 +217,9 @@ def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
 def decide_gate(
     params: Params, rule_texts: Sequence[str], metrics: dict[str, Any], baseline_spec: str | None
 ) -> Any:
-    from cxml.baseline import resolve_baseline
-    from cxml.gate import run_gate
-    from cxml.tracking import champion_metrics
+    from cxml.gate.baseline import resolve_baseline
+    from cxml.gate.rules import run_gate
+    from cxml.tracking.runs import champion_metrics
 
     baseline = resolve_baseline(
         baseline_spec or params.evaluate.baseline,
@@ -234,14 +234,14 @@ def write_report(params: Params, params_path: str | None) -> str:
     """report.md and its charts, from the files just written (posted by the report step)."""
     from pathlib import Path
 
-    from cxml.config import default_params_path
-    from cxml.report import write_report as write_report_files
+    from cxml.core.config import default_params_path
+    from cxml.report.step import write_report as write_report_files
 
     path = write_report_files(params, Path(params_path) if params_path else default_params_path())
     return str(path)
 
 
 if __name__ == "__main__":
-    from cxml.console import run_entry_point
+    from cxml.core.console import run_entry_point
 
     raise SystemExit(run_entry_point(main))

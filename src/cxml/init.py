@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from cxml import console, files
-from cxml.errors import ConfigError
+from cxml.core import console, files
+from cxml.core.errors import ConfigError
 
 # `--workflows` name -> template file (under cxml/templates/workflows, copied from the
 # repository's workflows-templates/ and kept identical by tests/test_templates.py).

@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cxml import bundle, env, files, ghactions, ssh
-from cxml.console import info, run_entry_point, warn
-from cxml.errors import DeployError
+from cxml.core import env, files, ghactions
+from cxml.core.console import info, run_entry_point, warn
+from cxml.core.errors import DeployError
+from cxml.deploy import bundle, ssh
 
 DEFAULT_ROOT = "/srv/cxml"
 HOST_SETUP = """\
 serving host, once: install cxml (python3 -m pip install 'cxml[serve]') so `--remote-python` runs
-`-m cxml.deploy_host`; give the deploy key's user write access to --root; and let nginx proxy to
+`-m cxml.deploy.host`; give the deploy key's user write access to --root; and let nginx proxy to
 the upstream file each deploy rewrites (--proxy-config), inside its http {} block:
 
     include /etc/nginx/cxml-upstream.conf;      # upstream cxml_serving { server 127.0.0.1:PORT; }
@@ -35,7 +36,7 @@ the upstream file each deploy rewrites (--proxy-config), inside its http {} bloc
     }
 
 The host records releases under ROOT/releases, the live one in ROOT/current (and ROOT/previous),
-a history in ROOT/state.json; `python3 -m cxml.deploy_host status --root ROOT` prints it."""
+a history in ROOT/state.json; `python3 -m cxml.deploy.host status --root ROOT` prints it."""
 CHAMPION_ALIAS = "champion"
 
 
@@ -152,11 +153,11 @@ def _text(value: Any) -> str | None:
 
 
 def host_argv(options: DeployOptions, command: str, *extra: str) -> list[str]:
-    """`<python> -m cxml.deploy_host <command> --root ROOT ...` with the host settings."""
+    """`<python> -m cxml.deploy.host <command> --root ROOT ...` with the host settings."""
     argv = [
         *shlex.split(options.remote_python),
         "-m",
-        "cxml.deploy_host",
+        "cxml.deploy.host",
         command,
         "--root",
         options.root,
@@ -307,7 +308,7 @@ def move_alias(record: dict[str, Any], alias: str) -> None:
     if not name or not version or version == "local":
         info(f"registry alias {alias} not moved: the release names no registered model version")
         return
-    from cxml import tracking
+    from cxml.tracking import runs as tracking
 
     uri = env.get(env.MLFLOW_TRACKING_URI) or record.get("tracking_uri")
     try:
@@ -506,7 +507,7 @@ def options_from_args(
 
 def fill_paths_from_params(args: argparse.Namespace) -> None:
     """Files not named on the command line are where params.yaml's `outputs` put them."""
-    from cxml.config import load_params
+    from cxml.core.config import load_params
 
     outputs = load_params(args.params).outputs
     args.model = args.model or outputs.model

@@ -6,7 +6,7 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from cxml import console
+from cxml.core import console
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_args += ["--device", args.device]
     evaluate.main(eval_args)
 
-    from cxml import files
-    from cxml.config import load_params
+    from cxml.core import files
+    from cxml.core.config import load_params
 
     params = load_params(args.params)
     gate = files.read_json(params.outputs.gate, what="gate decision")
@@ -54,6 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cxml.console import run_entry_point
+    from cxml.core.console import run_entry_point
 
     raise SystemExit(run_entry_point(main))

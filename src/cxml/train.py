@@ -13,17 +13,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxml import __version__, console, files, ghactions
-from cxml.batches import BatchSource, EpochBatches, choose_data_path, to_device
-from cxml.checkpoint import (
+from cxml import __version__
+from cxml.core import console, files, ghactions
+from cxml.core.config import Params, TrainConfig, load_params, validate_ranges
+from cxml.core.errors import TrainingError
+from cxml.ml.batches import BatchSource, EpochBatches, choose_data_path, to_device
+from cxml.ml.checkpoint import (
     CHECKPOINT_NAME,
     EpochStats,
     TrainState,
     load_checkpoint,
     save_checkpoint,
 )
-from cxml.config import Params, TrainConfig, load_params, validate_ranges
-from cxml.device import (
+from cxml.ml.device import (
     Precision,
     choose_device,
     choose_precision,
@@ -31,14 +33,13 @@ from cxml.device import (
     describe_device,
     use_compile_cache,
 )
-from cxml.distributed import DistContext
-from cxml.errors import TrainingError
+from cxml.ml.distributed import DistContext
 
 if TYPE_CHECKING:
     import torch
 
-    from cxml.data import Dataset, Split
-    from cxml.models import ModelMetadata
+    from cxml.ml.data import Dataset, Split
+    from cxml.ml.models import ModelMetadata
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from cxml.data import load_dataset
-    from cxml.distributed import init_distributed, shutdown
+    from cxml.ml.data import load_dataset
+    from cxml.ml.distributed import init_distributed, shutdown
 
     device = choose_device(params.train.device)
     ctx = init_distributed(device.type == "cuda")
@@ -111,7 +112,7 @@ def apply_overrides(params: Params, args: argparse.Namespace) -> Params:
     if args.device:
         train = dataclasses.replace(train, device=args.device)
     else:
-        from cxml import env
+        from cxml.core import env
 
         if env.get(env.CXML_DEVICE):
             train = dataclasses.replace(train, device=env.get(env.CXML_DEVICE) or "auto")
@@ -129,7 +130,7 @@ def want_progress(flag: bool | None) -> bool:
 
 
 def build_metadata(params: Params, data: Dataset) -> ModelMetadata:
-    from cxml.models import ModelMetadata
+    from cxml.ml.models import ModelMetadata
 
     mean, std = data.channel_stats()
     return ModelMetadata(
@@ -148,7 +149,7 @@ def build_metadata(params: Params, data: Dataset) -> ModelMetadata:
 
 
 def current_git_commit() -> str | None:
-    from cxml import env
+    from cxml.core import env
 
     if env.get(env.GITHUB_SHA):
         return env.get(env.GITHUB_SHA)
@@ -223,8 +224,8 @@ def fit(
 ) -> FitResult:
     import torch
 
-    from cxml.models import build_model, load_weights_file
-    from cxml.tracking import RunLogger
+    from cxml.ml.models import build_model, load_weights_file
+    from cxml.tracking.runs import RunLogger
 
     cfg = params.train
     model = build_model(params.model.architecture, data.num_classes, data.input_size[0])
@@ -242,7 +243,7 @@ def fit(
     state = TrainState(epoch=0, history=[], run_id=None)
     if resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, metadata, ctx)
-    from cxml.distributed import same_on_all_ranks
+    from cxml.ml.distributed import same_on_all_ranks
 
     if not same_on_all_ranks(state.epoch, ctx):
         raise TrainingError(
@@ -308,12 +309,12 @@ def fit(
             console.info(format_epoch(stats, cfg.epochs))
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, metadata, state)
             logger.log_epoch(asdict(stats))
-        from cxml.distributed import barrier
+        from cxml.ml.distributed import barrier
 
         barrier(ctx)
 
     if ctx.enabled:
-        from cxml.distributed import weights_in_sync
+        from cxml.ml.distributed import weights_in_sync
 
         if not weights_in_sync(model, ctx):
             raise TrainingError(
@@ -352,8 +353,8 @@ def train_one_epoch(
     """One pass over this rank's share; returns [loss_sum, correct, count] summed over all ranks."""
     import torch
 
-    from cxml.batches import normalise, random_crop, random_flip
-    from cxml.distributed import all_reduce_sum
+    from cxml.ml.batches import normalise, random_crop, random_flip
+    from cxml.ml.distributed import all_reduce_sum
 
     cfg = params.train
     model.train()
@@ -399,8 +400,8 @@ def evaluate_loss_accuracy(
 ) -> torch.Tensor:
     import torch
 
-    from cxml.batches import normalise
-    from cxml.distributed import all_reduce_sum
+    from cxml.ml.batches import normalise
+    from cxml.ml.distributed import all_reduce_sum
 
     model.eval()
     sums = torch.zeros(3, device=device, dtype=torch.float64)
@@ -479,8 +480,8 @@ def train_metrics(history: Sequence[EpochStats]) -> dict[str, float | int]:
 
 
 def write_outputs(params: Params, result: FitResult, metadata: ModelMetadata) -> None:
-    from cxml.models import save_model_file
-    from cxml.tracking import redact_uri, resolve_tracking_uri
+    from cxml.ml.models import save_model_file
+    from cxml.tracking.runs import redact_uri, resolve_tracking_uri
 
     out = params.outputs
     save_model_file(out.model, result.model, metadata)
@@ -521,6 +522,6 @@ def write_outputs(params: Params, result: FitResult, metadata: ModelMetadata) ->
 
 
 if __name__ == "__main__":
-    from cxml.console import run_entry_point
+    from cxml.core.console import run_entry_point
 
     raise SystemExit(run_entry_point(main))

@@ -1,0 +1,243 @@
+"""The system OpenSSH client (ssh, sftp): a checked host key, a key that never reaches the log."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxml.core.errors import DeployError
+
+HOST_KEY_PROBLEMS = (
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "No matching host key",
+)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where to connect and with which files; the files are paths, never their contents."""
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts_file: str = "<known_hosts>"
+    accept_new_host_key: bool = False
+    connect_timeout_s: int = 15
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def label(self) -> str:
+        return f"{self.destination}:{self.port}"
+
+
+def common_options(target: SshTarget) -> list[str]:
+    """Options for ssh and sftp: no user config, no prompts, the given key and known_hosts only."""
+    options = [
+        "-F", "/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", f"StrictHostKeyChecking={'accept-new' if target.accept_new_host_key else 'yes'}",
+        "-o", f"UserKnownHostsFile={target.known_hosts_file}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
+        "-o", f"ConnectTimeout={target.connect_timeout_s}",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if target.key_file:
+        options += ["-o", "IdentitiesOnly=yes", "-i", target.key_file]
+    return options
+
+
+def ssh_argv(target: SshTarget, remote_argv: Sequence[str]) -> list[str]:
+    """`ssh ... host -- <command>`; the remote shell gets the command quoted word by word."""
+    return [
+        "ssh",
+        *common_options(target),
+        "-p",
+        str(target.port),
+        target.destination,
+        "--",
+        shlex.join(remote_argv),
+    ]
+
+
+def sftp_argv(target: SshTarget, limit_kbit_s: int | None = None) -> list[str]:
+    """`sftp -b -`: a batch read from stdin that stops at the first failed command."""
+    argv = ["sftp", *common_options(target), "-P", str(target.port), "-b", "-"]
+    if limit_kbit_s:
+        argv += ["-l", str(limit_kbit_s)]
+    return [*argv, target.destination]
+
+
+def sftp_upload_batch(files: Sequence[tuple[str, str]], remote_dir: str) -> str:
+    """sftp commands: make `remote_dir`, then put each (local, remote name) into it."""
+    lines = [f"mkdir {_sftp_quote(remote_dir)}"]
+    lines += [
+        f"put {_sftp_quote(local)} {_sftp_quote(remote_dir + '/' + name)}" for local, name in files
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _sftp_quote(path: str) -> str:
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class SshCredentials:
+    key_file: str | None
+    known_hosts_file: str
+
+
+@contextmanager
+def credential_files(
+    *,
+    key_file: str | None,
+    key_material: str | None,
+    known_hosts: str | None,
+    known_hosts_file: str | None,
+    accept_new_host_key: bool,
+) -> Iterator[SshCredentials]:
+    """Write the key (0600) and known_hosts into a private temp dir, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cxml-ssh-") as private_dir:
+        os.chmod(private_dir, 0o700)
+        key_path = key_file
+        if key_path is None and key_material:
+            key_path = os.path.join(private_dir, "id_key")
+            _write_private(key_path, normalise_key(key_material))
+        hosts_path = os.path.join(private_dir, "known_hosts")
+        contents = known_hosts or ""
+        if known_hosts_file:
+            try:
+                contents += "\n" + Path(known_hosts_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise DeployError(
+                    f"--known-hosts-file {known_hosts_file}: cannot read it ({exc.strerror})"
+                ) from None
+        if not contents.strip() and not accept_new_host_key:
+            raise DeployError(
+                "no known_hosts for the deploy host: pass --known-hosts (the output of "
+                "`ssh-keyscan` checked "
+                "out of band) or set CXML_KNOWN_HOSTS; --accept-new-host-key trusts the "
+                "first key seen"
+            )
+        _write_private(hosts_path, contents.strip() + "\n" if contents.strip() else "")
+        yield SshCredentials(key_file=key_path, known_hosts_file=hosts_path)
+
+
+def normalise_key(material: str) -> str:
+    """Keys pasted into CI secrets lose their final newline or gain \\r; OpenSSH rejects both."""
+    text = material.replace("\r\n", "\n").strip()
+    return text + "\n"
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    stdin_text: str | None = None,
+    echo_prefix: str | None = None,
+    timeout_s: float | None = None,
+) -> CommandResult:
+    """Run ssh/sftp, keeping stderr (echoed live with `echo_prefix`, for long host steps)."""
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise DeployError(
+            f"{argv[0]}: not found; install the OpenSSH client (apt-get install openssh-client)"
+        ) from None
+    stderr_lines: list[str] = []
+
+    def pump_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            stderr_lines.append(line)
+            if echo_prefix is not None:
+                print(f"{echo_prefix}{line.rstrip()}", file=sys.stderr, flush=True)
+
+    reader = threading.Thread(target=pump_stderr, daemon=True)
+    reader.start()
+    try:
+        if stdin_text is not None:
+            assert process.stdin is not None
+            try:
+                process.stdin.write(stdin_text)
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        returncode = process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise DeployError(
+            f"{argv[0]} did not finish within {timeout_s:.0f} s; check the host and the network"
+        ) from None
+    reader.join(timeout=5)
+    return CommandResult(returncode, stdout, "".join(stderr_lines))
+
+
+def connection_problem(result: CommandResult, target: SshTarget) -> str | None:
+    """A one-line reason when ssh/sftp could not connect or log in (not a remote failure)."""
+    text = result.stderr
+    if any(marker in text for marker in HOST_KEY_PROBLEMS):
+        return (
+            f"host key of {target.host} port {target.port} does not match the known_hosts "
+            "given; refusing to "
+            "connect. Check the host's key out of band and update --known-hosts / CXML_KNOWN_HOSTS"
+        )
+    if "Permission denied" in text:
+        return (
+            f"{target.label}: SSH key refused (permission denied); check --user and the deploy key"
+        )
+    if result.returncode == 255:
+        last = _last_line(text) or "connection failed"
+        return (
+            f"{target.label}: SSH connection failed ({last}); check --host, --port and the network"
+        )
+    return None
+
+
+def remote_error(result: CommandResult) -> str:
+    """The host's own `error: ...` line, else its last line of stderr."""
+    for line in reversed(result.stderr.splitlines()):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return _last_line(result.stderr) or f"exit code {result.returncode}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,1 @@
+"""The gate: the rule language (pure) and where the baseline comes from."""

@@ -1,0 +1,161 @@
+"""Where the baseline comes from: a file at a git ref, or the registry's `champion`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxml.core import env
+from cxml.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The metrics to compare against, and a description of where they came from."""
+
+    source: str
+    """`git:<ref>`, `champion`, or `none`."""
+    description: str
+    metrics: dict[str, Any] | None
+    ref: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "ref": self.ref,
+            "description": self.description,
+            "metrics": self.metrics,
+        }
+
+
+NO_BASELINE = Baseline(source="none", description="no baseline", metrics=None)
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def git_toplevel(start: str | Path = ".") -> Path | None:
+    try:
+        result = _git(["rev-parse", "--show-toplevel"], Path(start))
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    return Path(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def ref_exists(ref: str, cwd: str | Path = ".") -> bool:
+    try:
+        result = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], Path(cwd))
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def git_show(path: str | Path, ref: str) -> str | None:
+    """The contents of `path` (relative to the current directory) at git `ref`, or None."""
+    top = git_toplevel()
+    if top is None:
+        return None
+    absolute = Path(path).resolve()
+    try:
+        relative = absolute.relative_to(top.resolve())
+    except ValueError:
+        return None
+    result = _git(["show", f"{ref}:{relative.as_posix()}"], top)
+    return result.stdout if result.returncode == 0 else None
+
+
+def default_base_refs() -> list[str]:
+    """The refs tried in order for `baseline: auto`: the PR's base branch, origin/main, main."""
+    refs: list[str] = []
+    base = env.get(env.GITHUB_BASE_REF)
+    if base:
+        refs += [f"origin/{base}", base]
+    refs += ["origin/main", "main"]
+    return list(dict.fromkeys(refs))
+
+
+def metrics_at_ref(metrics_path: str | Path, ref: str) -> dict[str, Any] | None:
+    text = git_show(metrics_path, ref)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def resolve_baseline(
+    spec: str,
+    metrics_path: str | Path,
+    *,
+    champion_lookup: Any = None,
+) -> Baseline:
+    """Turn `auto | git:<ref> | champion | none` into baseline metrics.
+
+    `champion_lookup` is a zero-argument callable returning the champion's metrics (or None);
+    it is only called when the registry is asked, so git-only runs never import mlflow.
+    """
+    spec = spec.strip()
+    if spec == "none":
+        return NO_BASELINE
+    if spec.startswith("git:"):
+        ref = spec[4:]
+        if not ref:
+            raise ConfigError("baseline: git: needs a ref, e.g. git:origin/main")
+        return _baseline_from_git(ref, metrics_path, required=True)
+    if spec == "champion":
+        return _baseline_from_champion(champion_lookup)
+    if spec == "auto":
+        for ref in default_base_refs():
+            if ref_exists(ref):
+                found = _baseline_from_git(ref, metrics_path, required=False)
+                if found.metrics is not None:
+                    return found
+        champion = _baseline_from_champion(champion_lookup)
+        if champion.metrics is not None:
+            return champion
+        return Baseline(
+            source="none",
+            description=(
+                f"no baseline: {Path(metrics_path).as_posix()} is not committed at "
+                f"{' / '.join(default_base_refs())} and the registry has no champion"
+            ),
+            metrics=None,
+        )
+    if ref_exists(spec):  # a bare ref, as in `baseline: main`
+        return _baseline_from_git(spec, metrics_path, required=True)
+    raise ConfigError(
+        f"baseline: unknown value {spec!r}: not auto, champion, none or a git ref here; "
+        "use one of those, or fetch the ref first (actions/checkout with fetch-depth: 0)"
+    )
+
+
+def _baseline_from_git(ref: str, metrics_path: str | Path, *, required: bool) -> Baseline:
+    if required and not ref_exists(ref):
+        raise ConfigError(
+            f"baseline: git ref {ref!r} not found; fetch it (actions/checkout with fetch-depth: 0) "
+            "or choose another ref"
+        )
+    metrics = metrics_at_ref(metrics_path, ref)
+    where = f"{Path(metrics_path).as_posix()} at {ref}"
+    if metrics is None:
+        return Baseline(
+            source=f"git:{ref}", ref=ref, description=f"no baseline: no {where}", metrics=None
+        )
+    return Baseline(source=f"git:{ref}", ref=ref, description=where, metrics=metrics)
+
+
+def _baseline_from_champion(champion_lookup: Any) -> Baseline:
+    metrics = champion_lookup() if champion_lookup is not None else None
+    if metrics is None:
+        return Baseline(
+            source="champion", description="no baseline: the registry has no champion", metrics=None
+        )
+    return Baseline(source="champion", description="registry alias champion", metrics=metrics)

@@ -1,0 +1,290 @@
+"""Datasets: the built-in digits example and image folders, decoded once into uint8 tensors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cxml.core import console
+from cxml.core.config import DataConfig
+from cxml.core.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+IMAGE_EXTENSIONS = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+}
+SPLIT_NAMES = {
+    "train": ("train", "training"),
+    "val": ("val", "validation", "valid"),
+    "test": ("test", "evaluation", "eval"),
+}
+DIGITS_SIZE = 8
+IMAGEFOLDER_DEFAULT_SIZE = 64
+BAD_IMAGES_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor
+    """uint8, N x C x H x W."""
+    labels: torch.Tensor
+    """int64, N."""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    content_hash: str
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        _, c, h, w = self.train.images.shape
+        return (int(c), int(h), int(w))
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training pixels scaled to 0..1 (for normalisation)."""
+        pixels = self.train.images.float().div_(255.0)
+        mean = pixels.mean(dim=(0, 2, 3))
+        std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    if cfg.source == "digits":
+        return load_digits(cfg)
+    return load_imagefolder(cfg)
+
+
+# --- the built-in example -------------------------------------------------------------------
+
+
+def load_digits(cfg: DataConfig) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (they ship inside scikit-learn: nothing is downloaded)."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    tensor = torch.from_numpy(images).unsqueeze(1)
+    size = cfg.image_size or DIGITS_SIZE
+    if size != DIGITS_SIZE:
+        tensor = resize_uint8(tensor, size)
+    train_idx, val_idx, test_idx = stratified_split(
+        labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+    )
+    label_tensor = torch.from_numpy(labels)
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    return Dataset(
+        train=Split(tensor[train_idx], label_tensor[train_idx]),
+        val=Split(tensor[val_idx], label_tensor[val_idx]),
+        test=Split(tensor[test_idx], label_tensor[test_idx]),
+        class_names=tuple(str(name) for name in bunch.target_names),
+        content_hash=digest,
+        description=f"scikit-learn digits ({len(labels)} images, 10 classes, {size}x{size} grey)",
+    )
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic per-class shuffle and cut, so every split sees every class."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        n_test = max(1, round(len(members) * test_fraction)) if test_fraction > 0 else 0
+        n_val = max(1, round(len(members) * val_fraction)) if val_fraction > 0 else 0
+        test.append(members[:n_test])
+        val.append(members[n_test : n_test + n_val])
+        train.append(members[n_test + n_val :])
+    return tuple(torch.from_numpy(np.sort(np.concatenate(part))) for part in (train, val, test))  # type: ignore[return-value]
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    resized = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return resized.round().clamp(0, 255).to(images.dtype)
+
+
+# --- image folders --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    label: int
+
+
+def find_split_dirs(root: Path) -> dict[str, Path | None]:
+    """`train/val/test` or food-11's `training/validation/evaluation`; val may be absent."""
+    found: dict[str, Path | None] = {}
+    for split, names in SPLIT_NAMES.items():
+        found[split] = next((root / n for n in names if (root / n).is_dir()), None)
+    return found
+
+
+def class_dirs(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def image_files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in class_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
+def list_split(split_dir: Path, class_names: Sequence[str], split: str) -> list[ImageFile]:
+    index = {name: i for i, name in enumerate(class_names)}
+    files: list[ImageFile] = []
+    for class_dir in class_dirs(split_dir):
+        if class_dir.name not in index:
+            raise DataError(
+                f"{class_dir}: class {class_dir.name!r} is in the {split} split but not in train; "
+                "add training images for it or remove the folder"
+            )
+        files += [ImageFile(p, index[class_dir.name]) for p in image_files(class_dir)]
+    if not files:
+        raise DataError(
+            f"{split_dir}: the {split} split has no images; add images in one folder per class"
+        )
+    return files
+
+
+def load_imagefolder(cfg: DataConfig) -> Dataset:
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise DataError(
+            f"data.path: {root} is not a directory; point it at a folder with train/ and test/ split folders"
+        )
+    splits = find_split_dirs(root)
+    for required in ("train", "test"):
+        if splits[required] is None:
+            names = " or ".join(f"{n}/" for n in SPLIT_NAMES[required])
+            raise DataError(
+                f"{root}: no {required} split folder; create {names} with one sub-folder per class"
+            )
+    train_dir = splits["train"]
+    assert train_dir is not None
+    class_names = tuple(d.name for d in class_dirs(train_dir))
+    if not class_names:
+        raise DataError(
+            f"{train_dir}: no class folders; put the images of each class in train/<class>/"
+        )
+    for class_dir in class_dirs(train_dir):
+        if not image_files(class_dir):
+            raise DataError(
+                f"{class_dir}: class folder has no images; add images or remove the folder"
+            )
+
+    listed = {
+        split: list_split(d, class_names, split) for split, d in splits.items() if d is not None
+    }
+    size = cfg.image_size or IMAGEFOLDER_DEFAULT_SIZE
+    decoded = {
+        split: decode_files(files, size, cfg.on_bad_image) for split, files in listed.items()
+    }
+
+    if "val" not in decoded:
+        images, labels, hashes = decoded["train"]
+        train_idx, val_idx, _ = stratified_split(
+            labels.numpy(), cfg.val_fraction, 0.0, cfg.split_seed
+        )
+        decoded["val"] = (images[val_idx], labels[val_idx], hashes)
+        decoded["train"] = (images[train_idx], labels[train_idx], hashes)
+
+    digest = hashlib.sha256()
+    for split in ("train", "val", "test"):
+        for line in sorted(decoded[split][2]):
+            digest.update(line.encode())
+    n_images = sum(len(decoded[s][1]) for s in ("train", "val", "test"))
+    return Dataset(
+        train=Split(decoded["train"][0], decoded["train"][1]),
+        val=Split(decoded["val"][0], decoded["val"][1]),
+        test=Split(decoded["test"][0], decoded["test"][1]),
+        class_names=class_names,
+        content_hash=digest.hexdigest()[:16],
+        description=f"image folder {root} ({n_images} images, {len(class_names)} classes, {size}x{size} RGB)",
+    )
+
+
+def decode_files(
+    files: Sequence[ImageFile], size: int, on_bad_image: str
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every file once (threads), checking each; bad files fail or are skipped by path."""
+    import torch
+
+    with ThreadPoolExecutor() as pool:
+        results = list(pool.map(lambda f: decode_one(f.path, size), files))
+    bad = [str(f.path) for f, (array, _) in zip(files, results, strict=True) if array is None]
+    if bad:
+        listed = ", ".join(bad[:BAD_IMAGES_LISTED]) + (
+            f" and {len(bad) - BAD_IMAGES_LISTED} more" if len(bad) > BAD_IMAGES_LISTED else ""
+        )
+        if on_bad_image == "fail":
+            raise DataError(
+                f"{len(bad)} unreadable image file(s): {listed}; remove or replace them, "
+                "or set data.on_bad_image: skip"
+            )
+        console.warn(f"skipped {len(bad)} unreadable image file(s): {listed}")
+    kept = [(f, r) for f, r in zip(files, results, strict=True) if r[0] is not None]
+    if not kept:
+        raise DataError("no readable images left after skipping bad files; check the dataset")
+    images = torch.stack([torch.from_numpy(r[0]) for _, r in kept]).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([f.label for f, _ in kept], dtype=torch.int64)
+    hashes = [f"{f.path.parent.name}/{f.path.name}:{r[1]}" for f, r in kept]
+    return images, labels, hashes
+
+
+def decode_one(path: Path, size: int) -> tuple[np.ndarray | None, str]:
+    """(H x W x 3 uint8 array, sha256 of the file) or (None, "") when the file is not an image."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = path.read_bytes()
+        from io import BytesIO
+
+        with Image.open(BytesIO(data)) as image:
+            rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            array = np.array(rgb, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None, ""
+    return array, hashlib.sha256(data).hexdigest()

@@ -1,0 +1,1 @@
+"""One typed reader and writer for each file that passes between steps."""

@@ -1,0 +1,1 @@
+"""Where a report is posted: GitHub and GitLab behind one small HTTP client."""

@@ -1,0 +1,153 @@
+"""GitLab REST (v4) client for the report: one merge-request note, created or updated in place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+from cxml import __version__
+from cxml.core.errors import ReportError
+from cxml.report.forges.github import Comment
+from cxml.report.forges.http import (
+    AmbiguousRequestError,
+    ApiUrlSetting,
+    HttpStatusError,
+    JsonHttpClient,
+    RetryPolicy,
+    TimeBudget,
+)
+
+PAGE_SIZE = 100
+MAX_PAGES = 30
+API_URL_SETTING = ApiUrlSetting("CI_API_V4_URL", "https://gitlab.example.com/api/v4")
+TOKEN_HINT = (
+    "set GITLAB_TOKEN (a project access token with the `api` scope and at least the Reporter role)"
+)
+
+
+class GitLabClient:
+    """Merge-request notes through `$CI_API_V4_URL`; authenticates with GITLAB_TOKEN or a job token."""
+
+    def __init__(
+        self,
+        api_url: str,
+        project_id: str,
+        *,
+        token: str,
+        job_token: bool = False,
+        policy: RetryPolicy | None = None,
+        budget: TimeBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise ReportError(f"no GitLab token; {TOKEN_HINT}")
+        self.project_id = project_id
+        header = "JOB-TOKEN" if job_token else "PRIVATE-TOKEN"
+        self.http = JsonHttpClient(
+            api_url,
+            headers={header: token, "User-Agent": f"cxml/{__version__}"},
+            secret=token,
+            service="GitLab",
+            url_setting=API_URL_SETTING,
+            policy=policy,
+            budget=budget,
+            sleep=sleep,
+        )
+
+    def __enter__(self) -> GitLabClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def mr_path(self, iid: int) -> str:
+        return f"/projects/{quote(self.project_id, safe='')}/merge_requests/{iid}"
+
+    def list_notes(self, iid: int) -> Iterator[dict[str, Any]]:
+        for page in range(1, MAX_PAGES + 1):
+            items = self._call(
+                "GET",
+                f"{self.mr_path(iid)}/notes",
+                params={
+                    "per_page": PAGE_SIZE,
+                    "page": page,
+                    "sort": "asc",
+                    "order_by": "created_at",
+                },
+                action=f"read the notes of merge request !{iid}",
+            )
+            items = items if isinstance(items, list) else []
+            yield from (item for item in items if isinstance(item, dict))
+            if len(items) < PAGE_SIZE:
+                return
+
+    def merge_request_url(self, iid: int) -> str:
+        data = self._call("GET", self.mr_path(iid), action=f"read merge request !{iid}")
+        return str(data.get("web_url") or "") if isinstance(data, dict) else ""
+
+    def upsert_note(self, iid: int, body: str, is_ours: Callable[[str | None], bool]) -> Comment:
+        """Update the note carrying our watermark or create one; a lost create is looked up first."""
+        for attempt in range(3):
+            if attempt:
+                self.http.pause(attempt, before=f"checking the note on merge request !{iid}")
+            existing = next((n for n in self.list_notes(iid) if is_ours(n.get("body"))), None)
+            if existing is not None:
+                note = self._call(
+                    "PUT",
+                    f"{self.mr_path(iid)}/notes/{int(existing['id'])}",
+                    json={"body": body},
+                    action=f"update the report note on merge request !{iid}",
+                )
+                return Comment(int(note["id"]), self.note_url(iid, int(note["id"])), created=False)
+            try:
+                note = self._call(
+                    "POST",
+                    f"{self.mr_path(iid)}/notes",
+                    json={"body": body},
+                    action=f"comment on merge request !{iid}",
+                    idempotent=False,
+                )
+            except AmbiguousRequestError:
+                continue
+            return Comment(int(note["id"]), self.note_url(iid, int(note["id"])), created=True)
+        raise ReportError(
+            f"GitLab API: could not confirm the report note on merge request !{iid} after 3 tries; "
+            "re-run the job"
+        )
+
+    def note_url(self, iid: int, note_id: int) -> str:
+        web_url = self.merge_request_url(iid)
+        return f"{web_url}#note_{note_id}" if web_url else f"note {note_id}"
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        params: dict[str, str | int] | None = None,
+        json: Any = None,
+        idempotent: bool = True,
+    ) -> Any:
+        try:
+            return self.http.request(
+                method, path, params=params, json=json, idempotent=idempotent
+            ).data
+        except HttpStatusError as error:
+            raise ReportError(explain(error, action=action, project_id=self.project_id)) from None
+
+
+def explain(error: HttpStatusError, *, action: str, project_id: str) -> str:
+    status, api = error.status, error.api_message
+    if status == 401:
+        return f"GitLab rejected the token ({status}: {api}); {TOKEN_HINT}"
+    if status == 403:
+        return f"token cannot {action} ({status}: {api}): CI_JOB_TOKEN cannot write notes; {TOKEN_HINT}"
+    if status == 404:
+        return (
+            f"GitLab answered 404 to {action} ({api}): check CI_PROJECT_ID ({project_id}) and "
+            "CI_MERGE_REQUEST_IID, and that the token can see the project"
+        )
+    return f"GitLab refused to {action} ({status}: {api})"

@@ -1,0 +1,227 @@
+"""Where the report comment goes: a GitHub PR or commit, a GitLab merge request, or nowhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxml.core import env
+from cxml.core.errors import ReportError
+from cxml.report.forges.github import (
+    DEFAULT_API_URL,
+    DEFAULT_SERVER_URL,
+    CommentTarget,
+    GitHubClient,
+)
+from cxml.report.forges.gitlab import GitLabClient
+from cxml.report.forges.http import TimeBudget
+from cxml.report.markdown import RunLinks
+
+PR_EVENTS = ("pull_request", "pull_request_target")
+
+
+@dataclass(frozen=True)
+class NoDestination:
+    reason: str
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class GitHubDestination:
+    repository: str
+    token: str | None
+    target: CommentTarget | None
+    """None: publish images only (with --target none), post no comment."""
+    api_url: str
+    server_url: str
+    commit: str | None
+    name_slug: str
+    budget: TimeBudget
+    """One budget for everything this destination sends (images and comment): --timeout."""
+
+    def client(self) -> GitHubClient:
+        if not self.token:
+            raise ReportError(
+                "no GitHub token: pass --token or set GITHUB_TOKEN "
+                "(in a workflow: `github-token: ${{ secrets.GITHUB_TOKEN }}`), or use --dry-run"
+            )
+        return GitHubClient(
+            self.token,
+            self.repository,
+            api_url=self.api_url,
+            server_url=self.server_url,
+            budget=self.budget,
+        )
+
+
+@dataclass(frozen=True)
+class GitLabDestination:
+    api_url: str
+    project_id: str
+    iid: int
+    token: str | None
+    job_token: bool
+    commit: str | None
+    budget: TimeBudget
+
+    def client(self) -> GitLabClient:
+        if not self.token:
+            raise ReportError("no GitLab token: set GITLAB_TOKEN (a token with the `api` scope)")
+        return GitLabClient(
+            self.api_url,
+            self.project_id,
+            token=self.token,
+            job_token=self.job_token,
+            budget=self.budget,
+        )
+
+
+Destination = NoDestination | GitHubDestination | GitLabDestination
+
+
+def read_event(path: str | None) -> dict[str, Any]:
+    """The webhook payload at `$GITHUB_EVENT_PATH` ({} when there is none)."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(
+            f"GITHUB_EVENT_PATH={path}: file not found; run inside GitHub Actions or unset it"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"GITHUB_EVENT_PATH={path}: not valid JSON ({exc.msg}); pass --pr N instead"
+        ) from None
+    if not isinstance(data, dict):
+        raise ReportError(f"GITHUB_EVENT_PATH={path}: expected a JSON object; pass --pr N instead")
+    return data
+
+
+def pr_number(event_name: str | None, event: dict[str, Any]) -> int | None:
+    """The PR number of a pull_request(_target) event, or of a workflow_run triggered by one."""
+    candidates: list[Any] = []
+    if event_name in PR_EVENTS or "pull_request" in event:
+        pull = event.get("pull_request")
+        candidates += [pull.get("number") if isinstance(pull, dict) else None, event.get("number")]
+    if event_name == "workflow_run":
+        run = event.get("workflow_run")
+        pulls = run.get("pull_requests") if isinstance(run, dict) else None
+        if isinstance(pulls, list) and pulls and isinstance(pulls[0], dict):
+            candidates.append(pulls[0].get("number"))
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def pr_head_sha(event: dict[str, Any]) -> str | None:
+    pull = event.get("pull_request")
+    head = pull.get("head") if isinstance(pull, dict) else None
+    sha = head.get("sha") if isinstance(head, dict) else None
+    return sha if isinstance(sha, str) and sha else None
+
+
+def pr_from_fork(event: dict[str, Any]) -> bool:
+    pull = event.get("pull_request")
+    if not isinstance(pull, dict):
+        return False
+    head_repo = (pull.get("head") or {}).get("repo") or {}
+    base_repo = (pull.get("base") or {}).get("repo") or {}
+    head_name, base_name = head_repo.get("full_name"), base_repo.get("full_name")
+    return bool(head_name and base_name and head_name != base_name)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "report"
+
+
+def resolve_destination(args: argparse.Namespace, links: RunLinks, name: str) -> Destination:
+    """GitHub when running in Actions (or given --repo/--pr), GitLab in an MR pipeline, else none."""
+    in_github = bool(
+        env.get(env.GITHUB_EVENT_PATH) or env.in_github_actions() or args.repo or args.pr
+    )
+    if in_github:
+        return github_destination(args, links, name)
+    if env.get(env.CI_MERGE_REQUEST_IID) and args.target != "none":
+        return gitlab_destination(args, links)
+    return NoDestination(
+        "not in a GitHub Actions job or a GitLab merge-request pipeline", links.commit
+    )
+
+
+def github_destination(args: argparse.Namespace, links: RunLinks, name: str) -> Destination:
+    event_name = env.get(env.GITHUB_EVENT_NAME)
+    event = read_event(env.get(env.GITHUB_EVENT_PATH))
+    # On pull_request events GITHUB_SHA is the synthetic merge commit nobody looks at; the
+    # commit the author pushed is the PR head.
+    commit = pr_head_sha(event) or env.get(env.GITHUB_SHA) or links.commit
+    target = github_target(args, event_name, event, commit)
+    repository = args.repo or env.get(env.GITHUB_REPOSITORY)
+    if target is None and not args.publish_images:
+        return NoDestination(no_target_reason(args.target, event_name), commit)
+    if not repository:
+        raise ReportError("no repository: set GITHUB_REPOSITORY or pass --repo owner/name")
+    return GitHubDestination(
+        repository=repository,
+        token=args.token or env.get(env.GITHUB_TOKEN),
+        target=target,
+        api_url=args.api_url or env.get(env.GITHUB_API_URL) or DEFAULT_API_URL,
+        server_url=env.get(env.GITHUB_SERVER_URL) or DEFAULT_SERVER_URL,
+        commit=commit,
+        name_slug=slug(name),
+        budget=TimeBudget(args.timeout),
+    )
+
+
+def github_target(
+    args: argparse.Namespace, event_name: str | None, event: dict[str, Any], commit: str | None
+) -> CommentTarget | None:
+    mode = args.target
+    if mode == "none":
+        return None
+    if mode in ("auto", "pr"):
+        number = args.pr or pr_number(event_name, event)
+        if number is not None:
+            return CommentTarget("pr", number=number, from_fork=pr_from_fork(event))
+        if mode == "pr" or event_name in PR_EVENTS:
+            raise ReportError(
+                f"no pull-request number: the {event_name or 'current'} event at $GITHUB_EVENT_PATH "
+                "has no pull_request.number; pass --pr N, or --target commit"
+            )
+    if mode == "commit" or (mode == "auto" and event_name == "push"):
+        if not commit:
+            raise ReportError("no commit to comment on: set GITHUB_SHA, or use --target none")
+        return CommentTarget("commit", sha=commit)
+    return None
+
+
+def no_target_reason(mode: str, event_name: str | None) -> str:
+    if mode == "none":
+        return "--target none"
+    return f"{event_name or 'this'} event has no pull request or pushed commit to comment on"
+
+
+def gitlab_destination(args: argparse.Namespace, links: RunLinks) -> Destination:
+    iid_text = env.get(env.CI_MERGE_REQUEST_IID) or ""
+    project_id, api_url = env.get(env.CI_PROJECT_ID), env.get(env.CI_API_V4_URL)
+    if not iid_text.isdigit() or not project_id or not api_url:
+        raise ReportError(
+            "GitLab merge-request pipeline variables incomplete: CI_MERGE_REQUEST_IID, CI_PROJECT_ID "
+            "and CI_API_V4_URL must all be set (run in a merge-request pipeline)"
+        )
+    personal = args.token or env.get(env.GITLAB_TOKEN)
+    token = personal or env.get(env.CI_JOB_TOKEN)
+    return GitLabDestination(
+        api_url=api_url,
+        project_id=project_id,
+        iid=int(iid_text),
+        token=token,
+        job_token=personal is None and token is not None,
+        commit=links.commit,
+        budget=TimeBudget(args.timeout),
+    )

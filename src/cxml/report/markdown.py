@@ -1,0 +1,573 @@
+"""The report's markdown, built by pure functions from already-loaded inputs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cxml.core.metrics import EVAL_METRICS, higher_is_better
+from cxml.report.mermaid import (
+    BASELINE_COLOR,
+    THIS_CHANGE_COLOR,
+    THIS_CHANGE_TRAIN_COLOR,
+    Series,
+    legend,
+    thin_indices,
+    value_range,
+    xychart,
+)
+from cxml.report.model import ConfusionMatrix, GateResult, GateRule, PerClassRow, TrainCurve
+
+GITHUB_COMMENT_LIMIT = 65_536
+"""GitHub rejects issue/commit comments longer than this many characters."""
+SUMMARY_LIMIT = 1_000_000
+"""`$GITHUB_STEP_SUMMARY` takes up to 1 MiB per step."""
+PER_CLASS_PREFIX = "per_class_accuracy."
+EVAL_METRIC_ORDER = (*EVAL_METRICS, "num_test_images")
+TRAIN_METRIC_ORDER = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs", "seconds")
+MAX_CONFUSION_TABLE_CLASSES = 12
+MAX_CHART_CLASSES = 40
+RESULT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭️ skipped"}
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    key: str
+    baseline: Any
+    current: Any
+    """`MISSING` stands for a key that only one side has."""
+
+
+MISSING = "(not set)"
+
+
+@dataclass(frozen=True)
+class RunLinks:
+    """Where this report came from, for the footer."""
+
+    version: str
+    commit: str | None = None
+    run_url: str | None = None
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ChartImage:
+    title: str
+    src: str
+    """URL of the published PNG, or its path relative to report.md."""
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, already read and parsed."""
+
+    name: str
+    metrics: dict[str, float]
+    gate: GateResult
+    links: RunLinks
+    train_metrics: dict[str, float] | None = None
+    baseline_train_metrics: dict[str, float] | None = None
+    train_curve: TrainCurve | None = None
+    baseline_train_curve: TrainCurve | None = None
+    per_class: tuple[PerClassRow, ...] | None = None
+    confusion: ConfusionMatrix | None = None
+    param_changes: tuple[ParamChange, ...] | None = None
+    """None: the baseline's params are not known (no git ref, or params.yaml not there)."""
+    images: tuple[ChartImage, ...] = ()
+    images_note: str | None = None
+    full_report_hint: str = "the job summary and the `report.md` file"
+    model_unchanged: bool = False
+    """DVC found nothing changed for the train stage: the model and metrics are reused."""
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    markdown: str
+    trim_rank: int | None = None
+    """Sections with a rank can be cut when the comment is too long, lowest rank first."""
+    trimmed_note: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    sections: tuple[Section, ...]
+    trimmed: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- small formatting
+
+
+def watermark(name: str) -> str:
+    """The hidden first line that lets a later run find and update this model's comment."""
+    return f"<!-- cxml-report: {safe_watermark_name(name)} -->"
+
+
+def safe_watermark_name(name: str) -> str:
+    cleaned = re.sub(r"\s+", " ", name.replace("--", "-").replace(">", "")).strip()
+    return cleaned or "cxml-model"
+
+
+def has_watermark(body: str | None, name: str) -> bool:
+    if not body:
+        return False
+    mark = watermark(name)
+    return any(line.strip() == mark for line in body.splitlines()[:3])
+
+
+def is_neutral(metric: str) -> bool:
+    """Counts (`num_test_images`, `epochs`) have no better direction."""
+    leaf = metric.rsplit(".", 1)[-1]
+    return leaf.startswith("num_") or leaf in ("epochs", "support")
+
+
+def format_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value != value:
+        return "NaN"
+    if float(value).is_integer() and (is_neutral(metric) or abs(value) >= 1000):
+        return f"{int(value):,}"
+    if metric.endswith("_ms") or "seconds" in metric:
+        return f"{value:,.3f}" if abs(value) < 1 else f"{value:,.2f}"
+    return f"{value:.4f}"
+
+
+def format_delta(metric: str, current: float, baseline: float) -> str:
+    delta = current - baseline
+    if abs(delta) < 1e-12:
+        return "= 0"
+    arrow = "▲" if delta > 0 else "▼"
+    sign = "+" if delta > 0 else "−"
+    absolute = format_value(metric, abs(delta))
+    text = f"{arrow} {sign}{absolute}"
+    if baseline != 0:
+        text += f" ({sign}{abs(delta) / abs(baseline) * 100:.2f}%)"
+    return text
+
+
+def judgement(metric: str, current: float, baseline: float) -> str:
+    """🟢 better / 🔴 worse knowing the metric's direction; neutral metrics get no marker."""
+    delta = current - baseline
+    if is_neutral(metric):
+        return ""
+    if abs(delta) < 1e-12:
+        return "same"
+    better = (delta > 0) == higher_is_better(metric)
+    return "🟢 better" if better else "🔴 worse"
+
+
+def escape_cell(text: str) -> str:
+    """Table cell text: pipes and newlines would break the table."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def html_text(text: str) -> str:
+    """Text inside an HTML element (`<summary>`), where markdown is not rendered."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: str) -> str:
+    """Inline code that survives backticks inside `text`."""
+    ticks = "``" if "`" in text else "`"
+    pad = " " if "`" in text else ""
+    return f"{ticks}{pad}{escape_cell(text)}{pad}{ticks}"
+
+
+def table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ordered_metrics(metrics: Mapping[str, float], order: Sequence[str]) -> list[str]:
+    known = [name for name in order if name in metrics]
+    rest = sorted(name for name in metrics if name not in order)
+    return known + rest
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def verdict(gate: GateResult, metrics: Mapping[str, float]) -> str:
+    """The first thing a reviewer reads: pass/fail, and which rules failed."""
+    checked = len(gate.rules) - len(gate.skipped_rules)
+    counts = f"{checked} rule{'' if checked == 1 else 's'} checked"
+    skipped = ""
+    if gate.skipped_rules:
+        skipped = (
+            f"; {len(gate.skipped_rules)} skipped ({gate.skipped_rules[0].reason or 'no baseline'})"
+        )
+    if gate.decision == "pass":
+        headline = headline_metric(gate, metrics)
+        return f"### ✅ Gate passed{headline}\n\n{counts}, all pass{skipped}."
+    failed = gate.failed_rules
+    names = ", ".join(f"{code(rule.rule)} ({rule_numbers(rule)})" for rule in failed)
+    if not failed:
+        names = "gate.json says fail but lists no failing rule"
+    return f"### ❌ Gate failed: {names}\n\n{len(failed)} of {counts} failed{skipped}."
+
+
+def headline_metric(gate: GateResult, metrics: Mapping[str, float]) -> str:
+    name = gate.rules[0].metric if gate.rules and gate.rules[0].metric in metrics else "accuracy"
+    if name not in metrics:
+        return ""
+    text = f": {name} {format_value(name, metrics[name])}"
+    baseline = (gate.baseline_metrics or {}).get(name)
+    if baseline is not None:
+        text += f", {format_delta(name, metrics[name], baseline)} vs {gate.baseline_label}"
+    return text
+
+
+def rule_numbers(rule: GateRule) -> str:
+    value = format_value(rule.metric, rule.value)
+    threshold = format_value(rule.metric, rule.threshold)
+    return f"{rule.metric} = {value}, threshold {threshold}"
+
+
+def metrics_section(data: ReportData) -> str:
+    baseline = data.gate.baseline_metrics
+    rows = [
+        metric_row(name, data.metrics[name], (baseline or {}).get(name))
+        for name in ordered_metrics(data.metrics, EVAL_METRIC_ORDER)
+        if not name.startswith(PER_CLASS_PREFIX)
+    ]
+    if data.train_metrics:
+        train_baseline = data.baseline_train_metrics or {}
+        rows += [
+            metric_row(f"train.{name}", data.train_metrics[name], train_baseline.get(name))
+            for name in ordered_metrics(data.train_metrics, TRAIN_METRIC_ORDER)
+        ]
+    if baseline is None:
+        rows = [row[:2] for row in rows]
+        text = table(["metric", "this change"], ["---", "---:"], rows)
+        return f"#### Metrics\n\n{text}\n\n_{no_baseline_note(data.gate)}_"
+    header = [
+        "metric",
+        "this change",
+        f"baseline ({escape_cell(data.gate.baseline_label)})",
+        "Δ",
+        "",
+    ]
+    return "#### Metrics\n\n" + table(header, ["---", "---:", "---:", "---:", ":---"], rows)
+
+
+def no_baseline_note(gate: GateResult) -> str:
+    """`No baseline: <why>.` without saying "no baseline" twice."""
+    why = re.sub(r"^no baseline:?\s*", "", gate.baseline_description, flags=re.I).strip()
+    return f"No baseline: {escape_cell(why)}." if why else "No baseline."
+
+
+def metric_row(name: str, current: float, baseline: float | None) -> list[str]:
+    if baseline is None:
+        return [code(name), format_value(name, current), "—", "—", "no baseline"]
+    return [
+        code(name),
+        format_value(name, current),
+        format_value(name, baseline),
+        format_delta(name, current, baseline),
+        judgement(name, current, baseline),
+    ]
+
+
+def per_class_section(data: ReportData) -> str | None:
+    rows_by_name = {row.name: row for row in data.per_class or ()}
+    from_metrics = {
+        name[len(PER_CLASS_PREFIX) :]: value
+        for name, value in data.metrics.items()
+        if name.startswith(PER_CLASS_PREFIX)
+    }
+    accuracy = from_metrics or {name: row.accuracy for name, row in rows_by_name.items()}
+    if not accuracy:
+        return None
+    baseline = data.gate.baseline_metrics
+    rows: list[list[str]] = []
+    for cls, value in accuracy.items():
+        support = str(rows_by_name[cls].support) if cls in rows_by_name else "—"
+        cells = metric_row(
+            PER_CLASS_PREFIX + cls, value, (baseline or {}).get(PER_CLASS_PREFIX + cls)
+        )
+        rows.append([code(cls), support, *(cells[1:] if baseline is not None else cells[1:2])])
+    if baseline is None:
+        body = table(["class", "support", "accuracy"], ["---", "---:", "---:"], rows)
+    else:
+        label = escape_cell(data.gate.baseline_label)
+        header = ["class", "support", "accuracy", f"baseline ({label})", "Δ", ""]
+        body = table(header, ["---", "---:", "---:", "---:", "---:", ":---"], rows)
+    lowest = min(accuracy, key=lambda name: accuracy[name])
+    summary = (
+        f"Per-class accuracy ({len(rows)} classes, lowest: {html_text(lowest)} "
+        f"at {format_value('accuracy', accuracy[lowest])})"
+    )
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def gate_section(gate: GateResult) -> str:
+    rows = [
+        [
+            code(rule.rule),
+            format_value(rule.metric, rule.value),
+            format_value(rule.metric, rule.threshold),
+            RESULT_MARK[rule.result] + (f" ({escape_cell(rule.reason)})" if rule.reason else ""),
+        ]
+        for rule in gate.rules
+    ]
+    if not rows:
+        return "#### Gate rules\n\n_No gate rules are configured (`evaluate.gate` in params.yaml)._"
+    text = table(["rule", "value", "threshold", "result"], ["---", "---:", "---:", ":---"], rows)
+    if gate.baseline_metrics is None:
+        return f"#### Gate rules\n\n{text}"
+    return f"#### Gate rules\n\n{text}\n\nBaseline: {escape_cell(gate.baseline_description)}."
+
+
+def params_section(data: ReportData) -> str:
+    changes = data.param_changes
+    if changes is None:
+        return "#### Params\n\n_Baseline params are not available, so no params diff is shown._"
+    if not changes:
+        return f"#### Params\n\nNo params changed against {code(data.gate.baseline_label)}."
+    rows = [
+        [code(c.key), code(render_param(c.baseline)), code(render_param(c.current))]
+        for c in changes
+    ]
+    header = ["param", f"baseline ({escape_cell(data.gate.baseline_label)})", "this change"]
+    return "#### Params changed\n\n" + table(header, ["---", "---", "---"], rows)
+
+
+def render_param(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(render_param(v) for v in value) + "]"
+    return str(value)
+
+
+def diff_params(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[ParamChange, ...]:
+    """Changed keys only, in sorted order; a key on one side only is shown as not set."""
+    keys = sorted(set(baseline) | set(current))
+    return tuple(
+        ParamChange(key, baseline.get(key, MISSING), current.get(key, MISSING))
+        for key in keys
+        if baseline.get(key, MISSING) != current.get(key, MISSING)
+    )
+
+
+def curve_column(curve: TrainCurve, column: str) -> tuple[float, ...] | None:
+    if not all(column in row for row in curve):
+        return None
+    return tuple(row[column] for row in curve)
+
+
+def training_charts(data: ReportData) -> str | None:
+    """Loss and accuracy per epoch: this change (train, validation) against the baseline's validation."""
+    curve = data.train_curve
+    if not curve:
+        return None
+    baseline = data.baseline_train_curve
+    length = max(len(curve), len(baseline or ()))
+    keep = thin_indices(length)
+    categories = [str(index + 1) for index in keep]
+    blocks: list[str] = []
+    for title, train_col, val_col, bounded in (
+        ("Loss per epoch", "loss", "val_loss", False),
+        ("Accuracy per epoch", "accuracy", "val_accuracy", True),
+    ):
+        series: list[Series] = []
+        for label, source, column, color in (
+            ("training, this change", curve, train_col, THIS_CHANGE_TRAIN_COLOR),
+            ("validation, this change", curve, val_col, THIS_CHANGE_COLOR),
+            (
+                f"validation, baseline ({data.gate.baseline_label})",
+                baseline,
+                val_col,
+                BASELINE_COLOR,
+            ),
+        ):
+            values = curve_column(source, column) if source else None
+            if values:
+                series.append(
+                    Series(label, tuple(values[i] for i in keep if i < len(values)), color)
+                )
+        if not series:
+            continue
+        y_range = value_range(series, floor=0.0, ceil=1.0 if bounded else None)
+        chart = xychart(
+            title=title,
+            categories=categories,
+            y_label=title.split()[0].lower(),
+            series=series,
+            y_range=y_range,
+        )
+        blocks.append(f"{chart}\n\n{legend(series)}")
+    if not blocks:
+        return None
+    return "#### Training\n\n" + "\n\n".join(blocks)
+
+
+def per_class_chart(data: ReportData) -> str | None:
+    rows = list(data.per_class or ())
+    if not rows:
+        return None
+    note = ""
+    if len(rows) > MAX_CHART_CLASSES:
+        rows = sorted(rows, key=lambda r: r.accuracy)[:MAX_CHART_CLASSES]
+        note = f" (the {MAX_CHART_CLASSES} lowest of {len(data.per_class or ())} classes)"
+    series = [
+        Series(
+            "accuracy, this change", tuple(r.accuracy for r in rows), THIS_CHANGE_COLOR, kind="bar"
+        )
+    ]
+    baseline = data.gate.baseline_metrics or {}
+    base_values = [baseline.get(PER_CLASS_PREFIX + r.name) for r in rows]
+    if base_values and all(v is not None for v in base_values):
+        series.append(
+            Series(
+                f"accuracy, baseline ({data.gate.baseline_label})",
+                tuple(float(v or 0) for v in base_values),
+                BASELINE_COLOR,
+            )
+        )
+    chart = xychart(
+        title=f"Per-class accuracy{note}",
+        categories=[r.name for r in rows],
+        y_label="accuracy",
+        series=series,
+        y_range=value_range(series, floor=0.0, ceil=1.0),
+    )
+    return f"#### Per-class accuracy\n\n{chart}\n\n{legend(series)}"
+
+
+def confusion_section(matrix: ConfusionMatrix | None) -> str | None:
+    if matrix is None or not matrix.classes:
+        return None
+    if len(matrix.classes) <= MAX_CONFUSION_TABLE_CLASSES:
+        header = ["actual ↓ / predicted →", *(escape_cell(c) for c in matrix.classes)]
+        rows = []
+        for i, cls in enumerate(matrix.classes):
+            cells = [
+                f"**{n}**" if i == j else ("·" if n == 0 else str(n))
+                for j, n in enumerate(matrix.counts[i])
+            ]
+            rows.append([f"**{escape_cell(cls)}**", *cells])
+        body = table(header, ["---", *["---:"] * len(matrix.classes)], rows)
+    else:
+        body = top_confusions(matrix)
+    return f"<details><summary>Confusion matrix</summary>\n\n{body}\n\n</details>"
+
+
+def top_confusions(matrix: ConfusionMatrix, limit: int = 10) -> str:
+    mistakes = [
+        (n, actual, predicted)
+        for i, actual in enumerate(matrix.classes)
+        for j, predicted in enumerate(matrix.classes)
+        if i != j and (n := matrix.counts[i][j]) > 0
+    ]
+    if not mistakes:
+        return "No misclassified test images."
+    mistakes.sort(key=lambda m: -m[0])
+    rows = [[code(a), code(p), str(n)] for n, a, p in mistakes[:limit]]
+    return f"Most frequent mistakes ({len(matrix.classes)} classes):\n\n" + table(
+        ["actual", "predicted", "images"], ["---", "---", "---:"], rows
+    )
+
+
+def images_section(data: ReportData) -> str | None:
+    if not data.images:
+        return f"_{data.images_note}_" if data.images_note else None
+    pictures = "\n\n".join(f"![{escape_cell(img.title)}]({img.src})" for img in data.images)
+    return f"<details><summary>Charts as images</summary>\n\n{pictures}\n\n</details>"
+
+
+def footer(links: RunLinks) -> str:
+    parts: list[str] = []
+    if links.commit:
+        parts.append(f"commit {code(links.commit[:12])}")
+    if links.run_url:
+        parts.append(f"[workflow run]({links.run_url})")
+    if links.mlflow_run_id:
+        run = code(links.mlflow_run_id)
+        parts.append(
+            f"MLflow run [{run}]({links.mlflow_run_url})"
+            if links.mlflow_run_url
+            else f"MLflow run {run}"
+        )
+    if links.model_name and links.model_version:
+        parts.append(f"model {code(links.model_name)} v{escape_cell(links.model_version)}")
+    parts.append(f"cxml {escape_cell(links.version)}")
+    return "---\n<sub>" + " · ".join(parts) + "</sub>"
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+MODEL_UNCHANGED_NOTE = (
+    "> ♻️ **Model unchanged**: this change touches nothing the train stage depends on in "
+    "dvc.yaml (its command, params and deps), so DVC reused the existing model and no GPU "
+    "time was spent; the numbers below are that model's."
+)
+
+
+def build_report(data: ReportData) -> Report:
+    """All sections in reading order, with the ranks that decide what is cut first."""
+    sections = [
+        Section("title", f"{watermark(data.name)}\n## 📊 Model report: {escape_cell(data.name)}"),
+        Section("verdict", verdict(data.gate, data.metrics)),
+        Section("unchanged", MODEL_UNCHANGED_NOTE if data.model_unchanged else ""),
+        Section("metrics", metrics_section(data)),
+        Section("per_class_table", per_class_section(data) or "", 1, "the per-class table"),
+        Section("gate", gate_section(data.gate)),
+        Section("params", params_section(data), 4, "the params diff"),
+        Section("training_charts", training_charts(data) or "", 5, "the training charts"),
+        Section("per_class_chart", per_class_chart(data) or "", 3, "the per-class chart"),
+        Section("confusion", confusion_section(data.confusion) or "", 2, "the confusion matrix"),
+        Section("images", images_section(data) or ""),
+        Section("footer", footer(data.links)),
+    ]
+    return Report(tuple(s for s in sections if s.markdown))
+
+
+def render(report: Report, *, hint: str = "") -> str:
+    parts = [s.markdown for s in report.sections]
+    if report.trimmed:
+        note = (
+            f"> ✂️ Trimmed to fit GitHub's {GITHUB_COMMENT_LIMIT:,}-character comment limit: "
+            f"left out {', '.join(report.trimmed)}. The full report is in {hint}."
+        )
+        parts.insert(2, note)
+    return "\n\n".join(parts) + "\n"
+
+
+def fit_to_limit(report: Report, *, limit: int, hint: str) -> str:
+    """Render the report, cutting trimmable sections (lowest rank first) until it fits `limit`."""
+    text = render(report, hint=hint)
+    ranked = sorted(
+        (s for s in report.sections if s.trim_rank is not None), key=lambda s: s.trim_rank or 0
+    )
+    for section in ranked:
+        if len(text) <= limit:
+            return text
+        report = replace(
+            report,
+            sections=tuple(s for s in report.sections if s.key != section.key),
+            trimmed=(*report.trimmed, section.trimmed_note),
+        )
+        text = render(report, hint=hint)
+    if len(text) <= limit:
+        return text
+    return hard_truncate(text, limit=limit, hint=hint)
+
+
+def hard_truncate(text: str, *, limit: int, hint: str) -> str:
+    """Last resort when even the essential sections are too long (thousands of gate rules)."""
+    tail = f"\n\n…\n\n> ✂️ Cut at GitHub's comment limit; the full report is in {hint}.\n"
+    cut = text[: max(0, limit - len(tail))]
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
+    return cut + tail

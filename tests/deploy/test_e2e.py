@@ -1,0 +1,383 @@
+"""`cxml redeploy` end to end: a real sshd, a real nginx and real `cxml serve` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.deploy import (
+    PYTHON,
+    NginxProxy,
+    RequestLoop,
+    SshServer,
+    assert_ok,
+    deploy_env,
+    deploy_root,
+    host_state,
+    nginx_proxy,
+    served_version,
+    ssh_server,
+    write_workspace,
+)
+
+__all__ = ["deploy_root", "nginx_proxy", "ssh_server"]  # fixtures used by name below
+
+pytestmark = pytest.mark.slow
+
+
+def redeploy(
+    workspace: Path,
+    server: SshServer,
+    proxy: NginxProxy,
+    root: Path,
+    *extra: str,
+    known_hosts: str | None = None,
+    timeout_s: float = 240,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        redeploy_argv(server, proxy, root, *extra, known_hosts=known_hosts),
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=deploy_env(),
+    )
+
+
+def redeploy_argv(
+    server: SshServer, proxy: NginxProxy, root: Path, *extra: str, known_hosts: str | None = None
+) -> list[str]:
+    return [
+        PYTHON, "-m", "cxml.redeploy",
+        "--host", server.host, "--port", str(server.port), "--user", server.user,
+        "--ssh-key-file", str(server.key_file),
+        "--known-hosts", known_hosts if known_hosts is not None else server.known_hosts,
+        "--root", str(root), "--mode", "process", "--remote-python", PYTHON,
+        "--proxy-config", str(proxy.upstream_config), "--proxy-reload", proxy.reload_command,
+        "--public-url", proxy.url, "--health-timeout", "60", "--drain", "1", "--no-alias",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_swap_under_load_drops_no_request(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    first = write_workspace(tmp_path / "v1", "1")
+    assert_ok(redeploy(first, ssh_server, nginx_proxy, deploy_root))
+    assert served_version(nginx_proxy) == "1"
+    state = host_state(deploy_root)
+    assert state["current"] and str(state["current"]).startswith("1-")
+
+    loop = RequestLoop(nginx_proxy.url)
+    loop.start()
+    try:
+        time.sleep(1.0)
+        second = write_workspace(tmp_path / "v2", "2")
+        result = redeploy(second, ssh_server, nginx_proxy, deploy_root)
+        time.sleep(1.0)
+    finally:
+        loop.stop()
+    assert_ok(result)
+    assert loop.failures == []
+    assert loop.ok > 50
+    # While nginx's old worker drains, answers from 1 and 2 may interleave for a moment.
+    assert loop.versions[0] == "1" and loop.versions[-1] == "2" and set(loop.versions) == {"1", "2"}
+    assert served_version(nginx_proxy) == "2"
+    state = host_state(deploy_root)
+    assert str(state["current"]).startswith("2-") and str(state["previous"]).startswith("1-")
+    assert (deploy_root / "current").resolve() == (
+        deploy_root / "releases" / str(state["current"])
+    ).resolve()
+    assert "now serving release 2-" in result.stdout
+
+
+def test_unhealthy_release_rolls_back(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    broken = write_workspace(tmp_path / "v2", "2")
+    model = broken / "model" / "model.pt"
+    # Weights for 5 classes under metadata that says 10: a valid file that cannot load.
+    import torch
+
+    payload = torch.load(model, weights_only=True)
+    for key in list(payload["state_dict"])[-2:]:  # the classifier's weight and bias
+        payload["state_dict"][key] = payload["state_dict"][key][:5]
+    torch.save(payload, model)
+
+    result = redeploy(broken, ssh_server, nginx_proxy, deploy_root)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: release 2-"), result.stderr
+    assert "failed its health check" in message and "rolled back, release 1-" in message
+    assert served_version(nginx_proxy) == "1"
+    assert str(host_state(deploy_root)["current"]).startswith("1-")
+
+
+def test_slow_health_check_times_out_and_rolls_back(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    second = write_workspace(tmp_path / "v2", "2")
+    # A serve option that keeps the service from ever answering on its port: --host of another address.
+    result = redeploy(
+        second,
+        ssh_server,
+        nginx_proxy,
+        deploy_root,
+        "--health-timeout",
+        "3",
+        "--serve-args",
+        "--host 127.0.0.2",
+    )
+    assert result.returncode != 0
+    assert "not healthy within 3 s" in result.stderr
+    assert served_version(nginx_proxy) == "1"
+
+
+def test_interrupted_upload_activates_nothing_and_next_deploy_succeeds(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    second = write_workspace(tmp_path / "v2", "2")
+    process = subprocess.Popen(
+        redeploy_argv(ssh_server, nginx_proxy, deploy_root, "--upload-limit-kbit", "400"),
+        cwd=second,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=deploy_env(),
+    )
+    incoming = deploy_root / "incoming"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = [p for p in incoming.glob("2-*/model.pt") if p.stat().st_size > 0]
+        if partial:
+            break
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("the upload never started")
+    ssh_server.drop_connections()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, stdout + stderr
+    assert "upload to" in stderr and "nothing was activated" in stderr
+    assert not any(p.name.startswith("2-") for p in (deploy_root / "releases").iterdir())
+    assert str(host_state(deploy_root)["current"]).startswith("1-")
+    assert served_version(nginx_proxy) == "1"
+
+    assert_ok(redeploy(second, ssh_server, nginx_proxy, deploy_root))
+    assert served_version(nginx_proxy) == "2"
+
+
+def test_wrong_host_key_is_refused_before_upload(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    workspace = write_workspace(tmp_path / "v1", "1")
+    result = redeploy(
+        workspace, ssh_server, nginx_proxy, deploy_root, known_hosts=ssh_server.wrong_known_hosts
+    )
+    assert result.returncode == 2
+    assert "host key of 127.0.0.1" in result.stderr and "does not match" in result.stderr
+    assert not deploy_root.exists()
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def test_failed_gate_is_refused(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    workspace = write_workspace(tmp_path / "v1", "1", decision="fail")
+    result = redeploy(workspace, ssh_server, nginx_proxy, deploy_root)
+    assert result.returncode == 2
+    assert "the gate failed" in result.stderr and "--force --reason" in result.stderr
+    assert not deploy_root.exists()
+
+    forced = redeploy(
+        workspace,
+        ssh_server,
+        nginx_proxy,
+        deploy_root,
+        "--force",
+        "--reason",
+        "hotfix for incident 7",
+    )
+    assert_ok(forced)
+    history = host_state(deploy_root)["history"]
+    assert isinstance(history, list) and history[-1]["forced_reason"] == "hotfix for incident 7"
+    record = json.loads((deploy_root / "current" / "release.json").read_text())
+    assert record["forced_reason"] == "hotfix for incident 7" and record["gate_decision"] == "fail"
+
+
+def test_concurrent_deploy_fails_clearly_while_lock_is_held(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    with (deploy_root / "deploy.lock").open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.write("pid 4242 (deploy of another release, since now)\n")
+        handle.flush()
+        result = redeploy(
+            write_workspace(tmp_path / "v2", "2"),
+            ssh_server,
+            nginx_proxy,
+            deploy_root,
+            "--lock-timeout",
+            "1",
+        )
+    assert result.returncode == 2
+    assert "another deploy is running" in result.stderr and "pid 4242" in result.stderr
+    assert served_version(nginx_proxy) == "1"
+
+
+def test_concurrent_deploys_take_turns(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    workspaces = [write_workspace(tmp_path / f"v{n}", str(n)) for n in (2, 3)]
+    processes = [
+        subprocess.Popen(
+            redeploy_argv(ssh_server, nginx_proxy, deploy_root),
+            cwd=ws,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=deploy_env(),
+        )
+        for ws in workspaces
+    ]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stdout + stderr
+    state = host_state(deploy_root)
+    assert {str(state["current"])[:2], str(state["previous"])[:2]} == {"2-", "3-"}
+    assert served_version(nginx_proxy) == str(state["current"])[0]
+
+
+def test_rollback_command_and_release_pruning(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    for version in ("1", "2", "3"):
+        ws = write_workspace(tmp_path / f"v{version}", version)
+        assert_ok(redeploy(ws, ssh_server, nginx_proxy, deploy_root, "--keep", "2"))
+    releases = sorted(p.name[:2] for p in (deploy_root / "releases").iterdir())
+    assert releases == ["2-", "3-"]
+    assert served_version(nginx_proxy) == "3"
+
+    result = redeploy(tmp_path, ssh_server, nginx_proxy, deploy_root, "--rollback", "--keep", "2")
+    assert_ok(result)
+    assert served_version(nginx_proxy) == "2"
+    state = host_state(deploy_root)
+    assert str(state["current"]).startswith("2-") and str(state["previous"]).startswith("3-")
+
+
+def test_cxml_run_then_redeploy_serves_the_model_and_moves_champion(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    """The issue's "done when": `cxml run`, then `cxml redeploy` against the test sshd, then /predict works."""
+    workspace = tmp_path / "repo"
+    workspace.mkdir()
+    (workspace / "params.yaml").write_text(
+        "train: {epochs: 4}\nevaluate: {gate: ['accuracy >= 0.5']}\n"
+    )
+    run = subprocess.run(
+        [PYTHON, "-m", "cxml.cli", "run"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=deploy_env(),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    run_info = json.loads((workspace / "run.json").read_text())
+    assert run_info["model_version"] == "1"
+
+    argv = [a for a in redeploy_argv(ssh_server, nginx_proxy, deploy_root) if a != "--no-alias"]
+    result = subprocess.run(
+        [PYTHON, "-m", "cxml.cli", "redeploy", *argv[3:]],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=deploy_env(),
+    )
+    assert_ok(result)
+    assert "registry alias champion -> cxml-model version 1" in result.stdout
+
+    from sklearn.datasets import load_digits
+
+    from cxml.tracking import runs as tracking
+    from tests.support.deploy import png_bytes_of
+
+    digits = load_digits()
+    images = [png_bytes_of(digits.images[i] * 16) for i in range(20)]
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    response = httpx.post(f"{nginx_proxy.url}/predict", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    predicted = [int(p["class"]) for p in response.json()["predictions"]]
+    correct = sum(int(p == t) for p, t in zip(predicted, digits.target[:20], strict=True))
+    assert correct >= 15
+    version = tracking.alias_version(run_info["tracking_uri"], "cxml-model", "champion")
+    assert version is not None and str(version.version) == "1"
+
+
+def test_a_failed_proxy_reload_rolls_back(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    upstream_before = nginx_proxy.upstream_config.read_text()
+    workspace = write_workspace(tmp_path / "v2", "2")
+    argv = redeploy_argv(ssh_server, nginx_proxy, deploy_root)
+    argv[argv.index("--proxy-reload") + 1] = "false"
+    result = subprocess.run(
+        argv, cwd=workspace, capture_output=True, text=True, timeout=240, env=deploy_env()
+    )
+    assert result.returncode == 2
+    assert (
+        "proxy reload `false` failed" in result.stderr
+        and "rolled back, release 1-" in result.stderr
+    )
+    assert nginx_proxy.upstream_config.read_text() == upstream_before
+    assert served_version(nginx_proxy) == "1"
+    assert str(host_state(deploy_root)["current"]).startswith("1-")
+
+
+def test_a_proxy_config_that_nginx_rejects_rolls_back_before_the_old_release_stops(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    upstream_before = nginx_proxy.upstream_config.read_text()
+    # Someone breaks nginx.conf on the host between deploys with a log in a missing directory: the
+    # `nginx -s reload` signaller only parses the config and exits 0, the master then fails to open
+    # the log and keeps the old config (the old port), so only `nginx -t` notices.
+    config = nginx_proxy.config.read_text()
+    broken = config.replace("access_log off;", "access_log /nonexistent-cxml-dir/access.log;")
+    assert broken != config
+    nginx_proxy.config.write_text(broken)
+    argv = redeploy_argv(ssh_server, nginx_proxy, deploy_root)
+    public = argv.index("--public-url")
+    del argv[public : public + 2]  # nothing would notice the stale proxy through a public URL
+    result = subprocess.run(
+        argv,
+        cwd=write_workspace(tmp_path / "v2", "2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=deploy_env(),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "the proxy rejected its config" in message and "-t` failed" in message, message
+    assert '"/nonexistent-cxml-dir/access.log" failed' in message
+    assert "rolled back, release 1-" in message
+    assert nginx_proxy.upstream_config.read_text() == upstream_before
+    assert served_version(nginx_proxy) == "1"
+    state = host_state(deploy_root)
+    assert str(state["current"]).startswith("1-")
+    history = state["history"]
+    assert isinstance(history, list) and history[-1]["result"] == "rolled back"

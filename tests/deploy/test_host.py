@@ -1,0 +1,329 @@
+"""The host agent (`python -m cxml.deploy.host`), fast part: state, pruning, the lock, verified installs."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cxml.core.errors import DeployError
+from cxml.deploy import bundle
+from cxml.deploy.host import command as deploy_host
+from cxml.deploy.host.command import HostSettings, HostState
+from tests.support.deploy import make_model_file
+
+
+def test_switch_makes_the_old_current_previous() -> None:
+    state = HostState(current="1-a", previous=None, releases=["1-a"])
+    after = deploy_host.after_switch(state, "2-b")
+    assert (after.current, after.previous, after.releases) == ("2-b", "1-a", ["1-a", "2-b"])
+    back = deploy_host.after_switch(after, "1-a")  # a rollback moves the release to the end
+    assert (back.current, back.previous, back.releases) == ("1-a", "2-b", ["2-b", "1-a"])
+
+
+@pytest.mark.parametrize(
+    ("releases", "current", "previous", "keep", "pruned"),
+    [
+        (["1", "2", "3", "4"], "4", "3", 2, ["1", "2"]),
+        (["1", "2", "3"], "3", "2", 5, []),
+        (
+            ["1", "2", "3", "4"],
+            "2",
+            "1",
+            2,
+            [],
+        ),  # after rollbacks: current/previous are never removed
+        (["1", "2", "3", "4", "5"], "5", "1", 3, ["2"]),
+    ],
+)
+def test_pruning_keeps_the_newest_and_never_current_or_previous(
+    releases: list[str], current: str, previous: str, keep: int, pruned: list[str]
+) -> None:
+    state = HostState(current=current, previous=previous, releases=releases)
+    assert deploy_host.releases_to_prune(state, keep) == pruned
+
+
+def test_upstream_config_names_the_port() -> None:
+    text = deploy_host.upstream_config(4321)
+    assert "upstream cxml_serving {" in text and "server 127.0.0.1:4321;" in text
+
+
+def test_state_round_trip_and_symlinks(tmp_path: Path) -> None:
+    settings = HostSettings(root=tmp_path)
+    (tmp_path / "releases" / "2-b").mkdir(parents=True)
+    state = HostState(
+        current="2-b", previous="1-a", releases=["1-a", "2-b"], history=[{"action": "deploy"}]
+    )
+    deploy_host.write_state(settings, state)
+    assert deploy_host.read_state(settings) == state
+    assert (tmp_path / "current").resolve() == (tmp_path / "releases" / "2-b").resolve()
+    assert (tmp_path / "previous").is_symlink()
+
+
+def test_a_second_deploy_waits_for_the_lock_then_fails_clearly(tmp_path: Path) -> None:
+    holder = HostSettings(root=tmp_path)
+    waiter = HostSettings(root=tmp_path, lock_timeout_s=0.5)
+    with deploy_host.deploy_lock(holder, "deploy of 1-a"):
+        started = time.monotonic()
+        with pytest.raises(DeployError) as error, deploy_host.deploy_lock(waiter, "deploy of 2-b"):
+            pass
+        assert time.monotonic() - started >= 0.5
+    message = str(error.value)
+    assert "deploy of 1-a" in message and "another deploy is running" in message
+
+
+def test_a_waiting_deploy_goes_ahead_once_the_lock_is_free(tmp_path: Path) -> None:
+    holder = HostSettings(root=tmp_path)
+    order: list[str] = []
+
+    def second() -> None:
+        with deploy_host.deploy_lock(HostSettings(root=tmp_path, lock_timeout_s=10), "second"):
+            order.append("second")
+
+    with deploy_host.deploy_lock(holder, "first"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
+
+
+@pytest.fixture(scope="module")
+def uploaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = make_model_file(tmp_path_factory.mktemp("m") / "model.pt", seed=2)
+    digest = bundle.sha256_file(model)
+    info = bundle.ReleaseInfo(
+        release=bundle.release_name("2", digest),
+        model_version="2",
+        model_name=None,
+        run_id=None,
+        tracking_uri=None,
+        git_commit=None,
+        created_at="2026-11-25T11:00:00Z",
+        model_sha256=digest,
+        model_metadata=bundle.read_model_metadata(model),
+    )
+    return bundle.save_bundle(tmp_path_factory.mktemp("b") / info.release, model, info).directory
+
+
+def stage(settings: HostSettings, source: Path, name: str = "upload") -> Path:
+    settings.incoming_dir.mkdir(parents=True, exist_ok=True)
+    staging = settings.incoming_dir / f"{source.name}.{name}"
+    shutil.copytree(source, staging)
+    return staging
+
+
+def test_a_verified_upload_is_renamed_into_releases(tmp_path: Path, uploaded: Path) -> None:
+    settings = HostSettings(root=tmp_path)
+    settings.releases_dir.mkdir(parents=True)
+    staging = stage(settings, uploaded)
+    deploy_host.install_upload(settings, uploaded.name, staging)
+    assert not staging.exists()
+    bundle.verify_bundle(settings.releases_dir / uploaded.name)
+    again = stage(settings, uploaded, "again")  # the same release uploaded twice: kept once
+    deploy_host.install_upload(settings, uploaded.name, again)
+    assert not again.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated model", "no manifest", "wrong release name"])
+def test_a_partial_or_wrong_upload_never_becomes_a_release(
+    tmp_path: Path, uploaded: Path, damage: str
+) -> None:
+    settings = HostSettings(root=tmp_path)
+    settings.releases_dir.mkdir(parents=True)
+    staging = stage(settings, uploaded)
+    name = uploaded.name
+    if damage == "truncated model":
+        model = staging / "model.pt"
+        model.write_bytes(model.read_bytes()[:5000])
+    elif damage == "no manifest":
+        (staging / "SHA256SUMS").unlink()
+    else:
+        name = "9-000000000000"
+    with pytest.raises(DeployError, match="deploy again"):
+        deploy_host.install_upload(settings, name, staging)
+    assert not staging.exists()
+    assert list(settings.releases_dir.iterdir()) == []
+
+
+def test_uploads_outside_incoming_are_refused(tmp_path: Path, uploaded: Path) -> None:
+    settings = HostSettings(root=tmp_path)
+    with pytest.raises(DeployError, match="must be under"):
+        deploy_host.install_upload(settings, uploaded.name, uploaded)
+    assert uploaded.exists()
+
+
+def test_zombies_and_reused_pids_count_as_stopped() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = deploy_host.process_start_time(child.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and deploy_host.process_start_time(child.pid) is not None:
+        time.sleep(0.05)  # exited but not reaped: a zombie
+    assert started is not None and deploy_host.process_start_time(child.pid) is None
+    child.wait()
+    service = deploy_host.Service(
+        release="r", mode="process", port=1, pid=child.pid, pid_start=started
+    )
+    assert not deploy_host.service_alive(HostSettings(root=Path("/nonexistent")), service)
+
+
+def test_status_and_rollback_without_previous(tmp_path: Path) -> None:
+    settings = HostSettings(root=tmp_path)
+    assert deploy_host.status(settings)["current"] is None
+    with pytest.raises(DeployError, match="nothing to roll back to"):
+        deploy_host.rollback(settings)
+
+
+class FakeService(http.server.BaseHTTPRequestHandler):
+    """Healthy, but reports another release on /version."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "release": "1-old"}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_service_reporting_the_wrong_release_fails_the_health_check(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        service = deploy_host.Service(release="2-new", mode="process", port=port, pid=os.getpid(),
+                                      pid_start=deploy_host.process_start_time(os.getpid()))  # fmt: skip
+        with pytest.raises(DeployError, match="reports release '1-old'"):
+            deploy_host.wait_until_serving(HostSettings(root=tmp_path, health_timeout_s=5), service)
+    finally:
+        server.shutdown()
+
+
+# --- the proxy check -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reload", "check", "expected"),
+    [
+        ("nginx -s reload", None, ("nginx", "-t")),
+        ("/usr/sbin/nginx -p /srv/px -c /srv/px/nginx.conf -s reload", None,
+         ("/usr/sbin/nginx", "-p", "/srv/px", "-c", "/srv/px/nginx.conf", "-t")),
+        ("sudo nginx -s reload", None, ("sudo", "nginx", "-t")),
+        ("systemctl reload nginx", None, None),  # not an nginx -s reload: nothing to derive
+        ("systemctl reload nginx", "sudo nginx -t", ("sudo", "nginx", "-t")),
+        ("nginx -s reload", "none", None),
+    ],
+)  # fmt: skip
+def test_the_proxy_check_is_nginx_t_with_the_reload_commands_options(
+    reload: str, check: str | None, expected: tuple[str, ...] | None
+) -> None:
+    args = deploy_host.parse_args(
+        ["activate", "--root", "/srv/cxml", "--proxy-reload", reload]
+        + (["--proxy-check", check] if check else [])
+    )
+    settings = deploy_host.settings_from_args(args)
+    assert deploy_host.proxy_check_command(settings) == expected
+
+
+# --- the serving image -----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_dockerfile_sources_are_what_it_copies_from_the_context() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert deploy_host.dockerfile_sources(text) == [
+        "pyproject.toml", "README.md", ".ci/constraints.txt", "src",
+    ]  # fmt: skip
+    other = 'COPY --chown=1:1 a b /x/\nCOPY --from=build /wheels /w\nADD ["c d", "/e"]\nCOPY f \\\n  g /h\n'
+    assert deploy_host.dockerfile_sources(other) == ["a", "b", "c d", "f", "g"]
+
+
+@pytest.mark.parametrize(
+    ("image", "tagged"),
+    [
+        ("cxml-serve:latest", "cxml-serve:latest-0123456789ab"),
+        ("cxml-serve", "cxml-serve:latest-0123456789ab"),
+        ("localhost:5000/team/cxml-serve", "localhost:5000/team/cxml-serve:latest-0123456789ab"),
+        ("localhost/cxml-serve:test", "localhost/cxml-serve:test-0123456789ab"),
+        ("cxml-serve@sha256:" + "f" * 64, "cxml-serve@sha256:" + "f" * 64),
+    ],
+)
+def test_the_image_tag_carries_the_build_digest(image: str, tagged: str) -> None:
+    assert deploy_host.content_tag(image, "0123456789abcdef" * 4) == tagged
+
+
+def test_a_changed_package_or_dockerfile_gives_a_new_image_tag(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    for name in ("Dockerfile", "pyproject.toml", "README.md"):
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, context / name)
+    (context / ".ci").mkdir()
+    (context / ".ci" / "constraints.txt").write_text("torch==2.14.1\n")
+    (context / "src" / "cxml").mkdir(parents=True)
+    serve_py = context / "src" / "cxml" / "serve.py"
+    serve_py.write_text("VERSION = 1\n")
+
+    def tag(*build_args: str) -> str:
+        digest = deploy_host.build_digest(context, build_args)
+        return deploy_host.content_tag("cxml-serve:latest", digest)
+
+    first = tag()
+    assert tag() == first  # the same inputs, the same image
+    (context / "src" / "cxml" / "__pycache__").mkdir()
+    (context / "src" / "cxml" / "__pycache__" / "serve.cpython-311.pyc").write_bytes(b"\0")
+    (context / "notes.txt").write_text("not copied into the image")
+    assert tag() == first  # caches and files the Dockerfile does not copy change nothing
+    serve_py.write_text("VERSION = 2\n")
+    second = tag()
+    assert second != first
+    assert tag("BASE_IMAGE=localhost/base:2") != second
+    (context / "Dockerfile").write_text((REPO / "Dockerfile").read_text() + "# changed\n")
+    assert tag() not in (first, second)
+
+
+def test_a_failed_image_build_is_rolled_back_and_the_old_service_keeps_running(
+    tmp_path: Path, uploaded: Path
+) -> None:
+    # `false` stands in for a docker CLI whose every command fails: no image, and the build fails.
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(REPO / "Dockerfile", context / "Dockerfile")
+    settings = HostSettings(
+        root=tmp_path / "root", mode="docker", docker=("false",), docker_build_context=context
+    )
+    old = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        deploy_host.prepare(settings)
+        old_service = deploy_host.Service(
+            release="1-old", mode="process", port=1, pid=old.pid,
+            pid_start=deploy_host.process_start_time(old.pid),
+        )  # fmt: skip
+        deploy_host.save_service(settings, old_service)
+        deploy_host.write_state(settings, HostState(current="1-old", releases=["1-old"]))
+        with pytest.raises(DeployError) as error:
+            deploy_host.activate(settings, uploaded.name, stage(settings, uploaded), None)
+        message = str(error.value)
+        assert "`false build -t cxml-serve:latest-" in message
+        assert message.endswith("rolled back, release 1-old still serving")
+        state = deploy_host.read_state(settings)
+        assert state.current == "1-old"
+        assert state.history[-1]["result"] == "rolled back"
+        assert state.history[-1]["release"] == uploaded.name
+        assert deploy_host.service_alive(settings, old_service)
+    finally:
+        old.kill()
+        old.wait()

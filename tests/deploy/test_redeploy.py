@@ -1,0 +1,345 @@
+"""`cxml redeploy`, fast part: the gate check, the deploy plan, credentials, the dry run, no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxml import redeploy
+from cxml.core.errors import DeployError
+from cxml.deploy import bundle, ssh
+from tests.support.deploy import write_workspace
+
+FAKE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END OPENSSH PRIVATE KEY-----"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_workspace(tmp_path_factory.mktemp("ws"), "4")
+
+
+# --- the gate --------------------------------------------------------------------------------
+
+
+def test_a_passed_gate_deploys() -> None:
+    assert redeploy.check_gate({"decision": "pass"}, "gate.json", False, None) is None
+
+
+@pytest.mark.parametrize(
+    ("gate", "phrase"),
+    [
+        (None, "gate.json not found"),
+        ({"decision": "maybe"}, "has no decision"),
+        ([], "has no decision"),
+        (
+            {
+                "decision": "fail",
+                "rules": [{"rule": "accuracy >= 0.9", "result": "fail", "value": 0.5}],
+            },
+            "accuracy >= 0.9",
+        ),
+    ],
+)
+def test_a_failed_or_missing_gate_is_refused(gate: object, phrase: str) -> None:
+    with pytest.raises(DeployError) as error:
+        redeploy.check_gate(gate, "gate.json", False, None)
+    assert phrase in str(error.value) and "--force --reason" in str(error.value)
+
+
+def test_force_needs_a_reason_and_records_it() -> None:
+    with pytest.raises(DeployError, match="--force needs --reason"):
+        redeploy.check_gate({"decision": "fail"}, "gate.json", True, "  ")
+    assert (
+        redeploy.check_gate({"decision": "fail"}, "gate.json", True, " incident 7 ") == "incident 7"
+    )
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def options(**changes: object) -> redeploy.DeployOptions:
+    args = redeploy.parse_args(
+        ["--host", "serve.example", "--user", "deploy", "--port", "2222", "--mode", "process"]
+    )
+    base = redeploy.options_from_args(args, "/keys/id", "/keys/known_hosts")
+    return redeploy.DeployOptions(**{**base.__dict__, **changes})
+
+
+def release(version: str = "4", forced_reason: str | None = None) -> bundle.ReleaseInfo:
+    return redeploy.describe_release(
+        "ab" * 32,
+        {"architecture": "small_cnn"},
+        {"model_version": version, "model_name": "cxml-model", "run_id": "r"},
+        {"decision": "pass"},
+        {"accuracy": 0.9, "per_class_accuracy": {"0": 1.0}, "ok": True},
+        version=None,
+        forced_reason=forced_reason,
+        created_at="2026-11-25T11:00:00Z",
+        serving=bundle.ServingConfig(),
+    )
+
+
+def test_release_record_takes_the_registry_version_and_numeric_metrics() -> None:
+    info = release()
+    assert (
+        info.release == "4-abababababab"
+        and info.model_version == "4"
+        and info.model_name == "cxml-model"
+    )
+    assert info.metrics == {"accuracy": 0.9}
+
+
+def test_plan_uploads_under_a_temporary_name_then_activates() -> None:
+    plan = redeploy.plan_deploy(options(), release(), "/tmp/bundle", "n0nce")
+    assert plan.staging_dir == "/srv/cxml/incoming/4-abababababab.n0nce"
+    assert plan.release_dir == "/srv/cxml/releases/4-abababababab"
+    prepare, upload, activate = plan.steps
+    assert prepare.argv[0] == "ssh" and "deploy@serve.example" in prepare.argv
+    assert upload.argv[0] == "sftp" and upload.stdin is not None
+    batch = upload.stdin.splitlines()
+    assert batch[0] == 'mkdir "/srv/cxml/incoming/4-abababababab.n0nce"'
+    assert batch[-1].startswith('put "/tmp/bundle/SHA256SUMS"')  # the manifest goes last
+    remote = activate.argv[-1]
+    assert (
+        "cxml.deploy.host activate" in remote
+        and "--staging /srv/cxml/incoming/4-abababababab.n0nce" in remote
+    )
+
+
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_ssh_checks_the_host_key_against_the_given_file_only(accept_new: bool) -> None:
+    target = ssh.SshTarget("h", 2222, "u", "/k", "/kh", accept_new_host_key=accept_new)
+    argv = ssh.ssh_argv(target, ["true"])
+    joined = " ".join(argv)
+    expected = "accept-new" if accept_new else "yes"
+    assert f"StrictHostKeyChecking={expected}" in joined
+    assert "UserKnownHostsFile=/kh" in joined and "GlobalKnownHostsFile=/dev/null" in joined
+    assert "-F /dev/null" in joined and "BatchMode=yes" in joined and "-i /k" in joined
+    assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"]
+    assert ssh.sftp_argv(target, 100)[-3:] == ["-l", "100", "u@h"]
+
+
+def test_forced_reason_and_host_options_reach_the_host() -> None:
+    opts = options(
+        mode="docker", docker_command="podman --runtime runc", public_url="http://127.0.0.1:8080"
+    )
+    plan = redeploy.plan_deploy(opts, release(forced_reason="incident 7"), "/b", "n")
+    remote = plan.steps[2].argv[-1]
+    assert "--forced-reason 'incident 7'" in remote
+    assert (
+        "--docker-command 'podman --runtime runc'" in remote
+        and "--public-url http://127.0.0.1:8080" in remote
+    )
+
+
+def test_keep_must_hold_current_and_previous() -> None:
+    args = redeploy.parse_args(["--host", "h", "--keep", "1"])
+    with pytest.raises(DeployError, match="--keep"):
+        redeploy.options_from_args(args, None, "kh")
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+def test_key_from_the_environment_is_a_private_temp_file_removed_afterwards() -> None:
+    with ssh.credential_files(
+        key_file=None, key_material=FAKE_KEY + "\r\n", known_hosts="h ssh-ed25519 AAAA", known_hosts_file=None,
+        accept_new_host_key=False,
+    ) as creds:  # fmt: skip
+        assert creds.key_file is not None
+        key_path = Path(creds.key_file)
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+        assert key_path.read_text() == FAKE_KEY + "\n"
+        assert Path(creds.known_hosts_file).read_text() == "h ssh-ed25519 AAAA\n"
+    assert not key_path.exists()
+
+
+def test_no_known_hosts_is_refused_unless_accepting_new_keys() -> None:
+    with (
+        pytest.raises(DeployError, match="no known_hosts"),
+        ssh.credential_files(
+            key_file=None,
+            key_material=None,
+            known_hosts=None,
+            known_hosts_file=None,
+            accept_new_host_key=False,
+        ),
+    ):
+        pass
+    with ssh.credential_files(
+        key_file=None,
+        key_material=None,
+        known_hosts=None,
+        known_hosts_file=None,
+        accept_new_host_key=True,
+    ) as creds:
+        assert Path(creds.known_hosts_file).read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("stderr", "returncode", "phrase"),
+    [
+        ("Host key verification failed.\n", 255, "does not match the known_hosts"),
+        ("root@h: Permission denied (publickey).\n", 255, "SSH key refused"),
+        ("ssh: connect to host h port 22: Connection refused\n", 255, "Connection refused"),
+    ],
+)
+def test_connection_problems_are_named(stderr: str, returncode: int, phrase: str) -> None:
+    target = ssh.SshTarget("h")
+    problem = ssh.connection_problem(ssh.CommandResult(returncode, "", stderr), target)
+    assert problem is not None and phrase in problem
+
+
+def test_a_remote_error_line_is_passed_on() -> None:
+    result = ssh.CommandResult(2, "", "host: starting\nerror: release 4 failed its health check\n")
+    assert ssh.connection_problem(result, ssh.SshTarget("h")) is None
+    assert ssh.remote_error(result) == "release 4 failed its health check"
+
+
+# --- the command line, as a process ---------------------------------------------------------
+
+
+def run_redeploy(
+    workspace: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import sys\n"
+        "from cxml.core.console import run_entry_point\n"
+        "from cxml import redeploy\n"
+        "code = run_entry_point(redeploy.main, sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'cxml redeploy imported torch'\n"
+        "raise SystemExit(code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "CXML_"))}
+    env.update(extra_env or {})
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_dry_run_prints_the_plan_without_torch_or_secrets(workspace: Path) -> None:
+    result = run_redeploy(
+        workspace, "--host", "serve.example", "--root", "/opt/cxml", "--dry-run",
+        extra_env={"CXML_SSH_KEY": FAKE_KEY, "CXML_KNOWN_HOSTS": "serve.example ssh-ed25519 AAAA"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert (
+        "plan (dry run, nothing is done): deploy to serve.example:22, root /opt/cxml, docker mode"
+        in out
+    )
+    assert "release dir: /opt/cxml/releases/4-" in out
+    assert "sftp> put" in out and "cxml.deploy.host activate" in out
+    assert "<key from $CXML_SSH_KEY>" in out
+    assert "c2VjcmV0" not in out + result.stderr and "PRIVATE KEY" not in out + result.stderr
+
+
+def test_dry_run_of_a_failed_gate_is_refused(tmp_path: Path) -> None:
+    workspace = write_workspace(tmp_path, "5", decision="fail")
+    result = run_redeploy(workspace, "--host", "h", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: the gate failed: rule 'accuracy >= 0.9' failed")
+
+
+def test_missing_model_names_the_fix(tmp_path: Path, workspace: Path) -> None:
+    result = run_redeploy(workspace, "--host", "h", "--dry-run", "--model", str(tmp_path / "no.pt"))
+    assert result.returncode == 2 and "run `cxml train` first" in result.stderr
+
+
+def test_rollback_dry_run(workspace: Path) -> None:
+    result = run_redeploy(workspace, "--host", "h", "--rollback", "--dry-run", "--mode", "process")
+    assert result.returncode == 0, result.stderr
+    assert "cxml.deploy.host rollback" in result.stdout
+
+
+def test_accepting_a_new_host_key_is_warned(workspace: Path) -> None:
+    result = run_redeploy(workspace, "--host", "h", "--accept-new-host-key", "--dry-run")
+    assert result.returncode == 0
+    assert "warning: --accept-new-host-key" in result.stderr
+    assert "StrictHostKeyChecking=accept-new" in result.stdout
+
+
+def test_github_outputs_and_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "out"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary"))
+    result = {
+        "release": "4-ab",
+        "previous": "3-cd",
+        "changed": True,
+        "record": {"model_version": "4"},
+    }
+    redeploy.report_outputs(result, ssh.SshTarget("h"), "http://h:8080")
+    outputs = (tmp_path / "out").read_text()
+    assert (
+        "release=4-ab\n" in outputs
+        and "version=4-ab\n" in outputs
+        and "model-version=4\n" in outputs
+        and "previous-release=3-cd\n" in outputs
+    )
+    assert "url=http://h:8080\n" in outputs
+    assert "4-ab" in (tmp_path / "summary").read_text()
+    assert "h is now serving release 4-ab" in capsys.readouterr().out
+
+
+def test_a_release_without_registry_version_does_not_touch_the_registry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    redeploy.move_alias({"model_name": None, "model_version": "local"}, "champion")
+    assert "alias champion not moved" in capsys.readouterr().out
+
+
+def test_plan_rendering_lists_every_step() -> None:
+    opts = options()
+    plan = redeploy.plan_deploy(opts, release(), "/b", "n")
+    text = redeploy.render_plan(plan, opts, release())
+    assert text.count("\n  1. ") == 1 and "\n  3. " in text
+    assert json.dumps(text)  # printable
+
+
+def test_file_defaults_follow_params_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "outputs:\n  model: out/m.pt\n  gate: out/gate.json\n  metrics_dir: out/metrics\n"
+    )
+    args = redeploy.parse_args(["--host", "h", "--run-info", "given.json"])
+    redeploy.fill_paths_from_params(args)
+    assert (args.model, args.gate, args.run_info) == ("out/m.pt", "out/gate.json", "given.json")
+    assert Path(args.metrics) == Path("out/metrics/eval.json")
+
+
+def test_the_release_record_drops_tracking_credentials_from_run_info() -> None:
+    info = redeploy.describe_release(
+        "ab" * 32,
+        {"architecture": "small_cnn"},
+        {"model_version": "4", "tracking_uri": "https://ci:s3cr3t-token@mlflow.example.com:5000"},
+        {"decision": "pass"},
+        {},
+        version=None,
+        forced_reason=None,
+        created_at="2026-11-25T11:00:00Z",
+        serving=bundle.ServingConfig(),
+    )
+    assert info.to_dict()["tracking_uri"] == "https://mlflow.example.com:5000"
+    assert "s3cr3t-token" not in json.dumps(info.to_dict())
+
+
+def test_the_host_gets_the_proxy_check_setting() -> None:
+    argv = redeploy.host_argv(options(proxy_check="nginx -t -c /etc/nginx/nginx.conf"), "activate")
+    assert argv[argv.index("--proxy-check") + 1] == "nginx -t -c /etc/nginx/nginx.conf"
+    default = redeploy.host_argv(options(), "activate")
+    assert default[default.index("--proxy-check") + 1] == "auto"

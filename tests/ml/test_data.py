@@ -1,0 +1,127 @@
+"""Datasets: the digits example and image folders, with every bad input named by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cxml.core.config import DataConfig
+from cxml.core.errors import DataError
+from cxml.ml.data import load_dataset
+
+COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "fish": (30, 30, 200)}
+
+
+def make_image(path: Path, colour: tuple[int, int, int], size: int = 12) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+
+
+def make_imagefolder(
+    root: Path, splits: tuple[str, ...] = ("train", "val", "test"), per_class: int = 4
+) -> Path:
+    for split in splits:
+        for name, colour in COLOURS.items():
+            for i in range(per_class):
+                make_image(root / split / name / f"{i}.png", colour)
+    return root
+
+
+def test_digits_split_is_deterministic_and_stratified() -> None:
+    first = load_dataset(DataConfig())
+    second = load_dataset(DataConfig())
+    assert first.content_hash == second.content_hash
+    assert (first.test.labels == second.test.labels).all()
+    assert len(first.train) + len(first.val) + len(first.test) == 1797
+    assert set(first.test.labels.tolist()) == set(range(10))
+    assert first.train.images.dtype.is_floating_point is False
+    assert first.input_size == (1, 8, 8)
+
+
+def test_digits_resized() -> None:
+    assert load_dataset(DataConfig(image_size=16)).input_size == (1, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "names", [("train", "val", "test"), ("training", "validation", "evaluation")]
+)
+def test_imagefolder_split_names(tmp_path: Path, names: tuple[str, ...]) -> None:
+    root = make_imagefolder(tmp_path / "data", names)
+    data = load_dataset(DataConfig(source="imagefolder", path=str(root), image_size=8))
+    assert data.class_names == ("cat", "dog", "fish")
+    assert (len(data.train), len(data.val), len(data.test)) == (12, 12, 12)
+    assert data.input_size == (3, 8, 8)
+    # the pixels are the real decoded colours
+    cat = data.train.images[data.train.labels == 0][0]
+    assert cat[:, 0, 0].tolist() == [200, 30, 30]
+
+
+def test_missing_val_split_is_carved_from_train(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data", ("train", "test"), per_class=10)
+    data = load_dataset(
+        DataConfig(source="imagefolder", path=str(root), image_size=8, val_fraction=0.2)
+    )
+    assert len(data.val) == 6 and len(data.train) == 24
+
+
+def test_content_hash_follows_the_bytes(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    cfg = DataConfig(source="imagefolder", path=str(root), image_size=8)
+    before = load_dataset(cfg).content_hash
+    make_image(root / "test" / "cat" / "0.png", (10, 10, 10))
+    assert load_dataset(cfg).content_hash != before
+
+
+def test_missing_data_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.path: .*nope is not a directory"):
+        load_dataset(DataConfig(source="imagefolder", path=str(tmp_path / "nope")))
+
+
+def test_missing_test_split(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data", ("train",))
+    with pytest.raises(
+        DataError, match="no test split folder; create test/ or evaluation/ or eval/"
+    ):
+        load_dataset(DataConfig(source="imagefolder", path=str(root)))
+
+
+def test_empty_class_folder(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    (root / "train" / "zebra").mkdir()
+    with pytest.raises(DataError, match=r"train/zebra: class folder has no images"):
+        load_dataset(DataConfig(source="imagefolder", path=str(root)))
+
+
+def test_class_missing_from_train(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    make_image(root / "test" / "zebra" / "0.png", (1, 2, 3))
+    with pytest.raises(DataError, match=r"class 'zebra' is in the test split but not in train"):
+        load_dataset(DataConfig(source="imagefolder", path=str(root)))
+
+
+def test_corrupt_image_fails_by_path(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    bad = root / "train" / "dog" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(DataError) as caught:
+        load_dataset(DataConfig(source="imagefolder", path=str(root)))
+    message = str(caught.value)
+    assert str(bad) in message and "data.on_bad_image: skip" in message
+
+
+def test_corrupt_image_skipped_with_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    (root / "train" / "dog" / "broken.png").write_bytes(b"garbage")
+    truncated = root / "val" / "cat" / "cut.png"
+    truncated.write_bytes((root / "val" / "cat" / "0.png").read_bytes()[:30])
+    data = load_dataset(
+        DataConfig(source="imagefolder", path=str(root), on_bad_image="skip", image_size=8)
+    )
+    assert len(data.train) == 12 and len(data.val) == 12
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable image file(s)" in err and "broken.png" in err
+    assert "cut.png" in err

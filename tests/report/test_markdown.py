@@ -1,0 +1,311 @@
+"""The report's markdown: pure builders, direction-aware deltas, trimming, GFM rendering."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import cmarkgfm
+import pytest
+from cmarkgfm.cmark import Options
+from cxml.report.markdown import (
+    GITHUB_COMMENT_LIMIT,
+    ParamChange,
+    ReportData,
+    RunLinks,
+    build_report,
+    diff_params,
+    fit_to_limit,
+    format_delta,
+    has_watermark,
+    judgement,
+    verdict,
+    watermark,
+)
+from cxml.report.mermaid import number, quote, thin_indices
+from cxml.report.model import ConfusionMatrix, GateResult, GateRule, PerClassRow, parse_gate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def rule(
+    text: str, value: float, threshold: float | None, result: str, **extra: object
+) -> GateRule:
+    fields: dict[str, object] = {
+        "rule": text,
+        "metric": text.split()[0],
+        "value": value,
+        "threshold": threshold,
+        "baseline": None,
+        "result": result,
+        "relative": False,
+        "reason": None,
+    }
+    fields.update(extra)
+    return GateRule(**fields)  # type: ignore[arg-type]
+
+
+def gate(
+    decision: str = "pass",
+    baseline: dict[str, float] | None = None,
+    rules: tuple[GateRule, ...] = (),
+) -> GateResult:
+    return GateResult(
+        decision=decision,  # type: ignore[arg-type]
+        rules=rules or (rule("accuracy >= 0.9", 0.97, 0.9, "pass"),),
+        baseline_metrics=baseline,
+        baseline_ref="origin/main" if baseline is not None else None,
+        baseline_source="git:origin/main" if baseline is not None else "none",
+        baseline_description="metrics/eval.json at origin/main"
+        if baseline is not None
+        else "no baseline",
+    )
+
+
+def report_data(**changes: object) -> ReportData:
+    data = ReportData(
+        name="digits",
+        metrics={
+            "accuracy": 0.97,
+            "latency_p95_ms": 1.5,
+            "num_test_images": 270.0,
+            "per_class_accuracy.0": 0.99,
+        },
+        gate=gate(
+            baseline={
+                "accuracy": 0.96,
+                "latency_p95_ms": 1.2,
+                "num_test_images": 270.0,
+                "per_class_accuracy.0": 0.98,
+            }
+        ),
+        links=RunLinks(
+            version="0.1.0",
+            commit="0123456789abcdef",
+            run_url="https://github.com/o/r/actions/runs/5",
+        ),
+        per_class=(PerClassRow("0", 0.99, 27),),
+        confusion=ConfusionMatrix(("0", "1"), ((26, 1), (0, 27))),
+        param_changes=(ParamChange("train.lr", 0.05, 0.1),),
+        train_curve=(
+            {"epoch": 1.0, "loss": 1.0, "val_loss": 1.1, "accuracy": 0.5, "val_accuracy": 0.45},
+        ),
+    )
+    return replace(data, **changes)  # type: ignore[arg-type]
+
+
+def render_gfm(markdown: str) -> str:
+    options = Options.CMARK_OPT_UNSAFE
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=options)
+
+
+# ---------------------------------------------------------------- direction and numbers
+
+
+def test_accuracy_up_is_better_and_latency_up_is_worse() -> None:
+    assert judgement("accuracy", 0.97, 0.96) == "🟢 better"
+    assert judgement("latency_p95_ms", 1.5, 1.2) == "🔴 worse"
+    assert judgement("val_loss", 0.2, 0.3) == "🟢 better"
+    assert judgement("num_test_images", 300, 270) == ""
+    assert judgement("accuracy", 0.9, 0.9) == "same"
+
+
+def test_delta_shows_arrow_absolute_and_percent() -> None:
+    assert format_delta("accuracy", 0.97, 0.96) == "▲ +0.0100 (+1.04%)"
+    assert format_delta("latency_p95_ms", 1.2, 1.5) == "▼ −0.300 (−20.00%)"
+    assert format_delta("latency_p95_ms", 0.165, 0.125) == "▲ +0.040 (+32.00%)"
+    assert format_delta("accuracy", 0.5, 0.0) == "▲ +0.5000"
+    assert format_delta("accuracy", 0.9, 0.9) == "= 0"
+
+
+def test_metrics_table_rows_carry_both_values_delta_and_judgement() -> None:
+    text = fit_to_limit(build_report(report_data()), limit=GITHUB_COMMENT_LIMIT, hint="x")
+    assert "| `accuracy` | 0.9700 | 0.9600 | ▲ +0.0100 (+1.04%) | 🟢 better |" in text
+    assert "| `latency_p95_ms` | 1.50 | 1.20 | ▲ +0.300 (+25.00%) | 🔴 worse |" in text
+
+
+def test_missing_baseline_is_shown_as_such() -> None:
+    no_baseline = replace(
+        gate(baseline=None),
+        baseline_description="no baseline: metrics/eval.json is not committed at origin/main",
+    )
+    text = fit_to_limit(
+        build_report(report_data(gate=no_baseline)), limit=GITHUB_COMMENT_LIMIT, hint="x"
+    )
+    assert "| metric | this change |\n|---|---:|\n| `accuracy` | 0.9700 |" in text
+    assert "_No baseline: metrics/eval.json is not committed at origin/main._" in text
+    assert "| `0` | 27 | 0.9900 |\n" in text  # per-class table without empty baseline columns
+
+
+# ---------------------------------------------------------------- verdict and gate
+
+
+def test_verdict_pass_names_the_headline_metric() -> None:
+    text = verdict(gate(baseline={"accuracy": 0.96}), {"accuracy": 0.97})
+    assert text.startswith("### ✅ Gate passed: accuracy 0.9700, ▲ +0.0100 (+1.04%) vs origin/main")
+
+
+def test_verdict_fail_names_every_failing_rule_with_numbers() -> None:
+    rules = (
+        rule("accuracy >= 0.9", 0.85, 0.9, "fail"),
+        rule("latency_p95_ms <= baseline * 1.10", 2.0, 1.32, "fail", relative=True),
+        rule("f1_macro >= baseline - 0.01", 0.8, None, "skipped", reason="no baseline"),
+    )
+    text = verdict(gate("fail", rules=rules), {"accuracy": 0.85})
+    first_line = text.splitlines()[0]
+    assert first_line.startswith("### ❌ Gate failed: ")
+    assert "`accuracy >= 0.9` (accuracy = 0.8500, threshold 0.9000)" in first_line
+    assert (
+        "`latency_p95_ms <= baseline * 1.10` (latency_p95_ms = 2.00, threshold 1.32)" in first_line
+    )
+    assert "1 skipped (no baseline)" in text
+
+
+def test_gate_table_shows_skipped_rules_with_reason() -> None:
+    rules = (rule("accuracy >= baseline - 0.005", 0.97, None, "skipped", reason="no baseline"),)
+    text = fit_to_limit(build_report(report_data(gate=gate(rules=rules))), limit=10**6, hint="x")
+    assert "| `accuracy >= baseline - 0.005` | 0.9700 | — | ⏭️ skipped (no baseline) |" in text
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ([], "expected a JSON object"),
+        ({"decision": "maybe", "rules": []}, "decision must be 'pass' or 'fail'"),
+        ({"decision": "pass", "rules": {}}, "rules must be a list"),
+        (
+            {"decision": "pass", "rules": [{"rule": "a > 1", "result": "ok"}]},
+            "result must be pass, fail or skipped",
+        ),
+        (
+            {"decision": "pass", "rules": [{"rule": "a > 1", "result": "pass", "value": "x"}]},
+            "expected a number",
+        ),
+        (
+            {"decision": "pass", "rules": [], "baseline": {"metrics": [1]}},
+            "baseline.metrics must be an object",
+        ),
+    ],
+)
+def test_malformed_gate_json_names_the_problem_and_the_fix(document: object, problem: str) -> None:
+    from cxml.core.errors import ReportError
+
+    with pytest.raises(ReportError, match=re.escape(problem)) as caught:
+        parse_gate(document)
+    assert "re-run `cxml evaluate`" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- params
+
+
+def test_params_diff_lists_changed_keys_only() -> None:
+    changes = diff_params(
+        {"train.lr": 0.05, "train.epochs": 15, "x.y": 1},
+        {"train.lr": 0.1, "train.epochs": 15, "z": 2},
+    )
+    assert [c.key for c in changes] == ["train.lr", "x.y", "z"]
+    assert changes[1].current == "(not set)"
+
+
+def test_params_section_without_baseline_params_says_so() -> None:
+    text = fit_to_limit(build_report(report_data(param_changes=None)), limit=10**6, hint="x")
+    assert "_Baseline params are not available, so no params diff is shown._" in text
+
+
+# ---------------------------------------------------------------- watermark
+
+
+def test_watermark_is_the_first_line_and_is_per_name() -> None:
+    text = fit_to_limit(build_report(report_data()), limit=10**6, hint="x")
+    assert text.splitlines()[0] == "<!-- cxml-report: digits -->"
+    assert has_watermark(text, "digits")
+    assert not has_watermark(text, "digits-large")
+    assert not has_watermark("quoting <!-- cxml-report: digits --> in a reply\n\nlater", "other")
+
+
+def test_watermark_name_cannot_close_the_html_comment() -> None:
+    assert watermark("a --> b\nc") == "<!-- cxml-report: a - b c -->"
+
+
+# ---------------------------------------------------------------- size limit
+
+
+def big_report() -> ReportData:
+    classes = [f"class-{i:04d}" for i in range(1500)]
+    metrics = {"accuracy": 0.9, **{f"per_class_accuracy.{c}": 0.9 for c in classes}}
+    return report_data(
+        metrics=metrics,
+        per_class=tuple(PerClassRow(c, 0.9, 10) for c in classes),
+        param_changes=tuple(ParamChange(f"data.key_{i}", i, i + 1) for i in range(400)),
+    )
+
+
+def test_a_too_long_report_is_trimmed_long_tables_first_with_a_note() -> None:
+    text = fit_to_limit(
+        build_report(big_report()), limit=GITHUB_COMMENT_LIMIT, hint="the job summary"
+    )
+    assert len(text) <= GITHUB_COMMENT_LIMIT
+    assert (
+        "✂️ Trimmed to fit GitHub's 65,536-character comment limit: left out the per-class table"
+        in text
+    )
+    assert "The full report is in the job summary." in text
+    assert text.splitlines()[0] == "<!-- cxml-report: digits -->"
+    assert "Gate rules" in text and "#### Metrics" in text
+
+
+def test_untrimmed_report_has_no_trim_note() -> None:
+    text = fit_to_limit(build_report(report_data()), limit=GITHUB_COMMENT_LIMIT, hint="x")
+    assert "Trimmed" not in text
+
+
+@settings(max_examples=30, deadline=None)
+@given(limit=st.integers(min_value=400, max_value=80_000))
+def test_any_limit_is_respected_and_the_watermark_kept(limit: int) -> None:
+    text = fit_to_limit(build_report(big_report()), limit=limit, hint="the job summary")
+    assert len(text) <= limit
+    assert has_watermark(text, "digits")
+
+
+# ---------------------------------------------------------------- GFM rendering
+
+
+def test_markdown_renders_as_github_flavoured_markdown_without_leftovers() -> None:
+    text = fit_to_limit(build_report(report_data()), limit=GITHUB_COMMENT_LIMIT, hint="x")
+    html = render_gfm(text)
+    assert html.count("<table>") == 5  # metrics, per-class, gate, params, confusion
+    assert '<pre lang="mermaid"><code>' in html or '<code class="language-mermaid">' in html
+    visible = re.sub(r"<pre.*?</pre>", "", html, flags=re.S)
+    visible = re.sub(r"<code>.*?</code>", "", visible, flags=re.S)
+    for leftover in ("|---", "**", "```", "<!-- raw HTML omitted -->", "&lt;details", "&lt;sub"):
+        assert leftover not in visible, leftover
+    assert "<details>" in html and "<sub>" in html
+
+
+def test_cells_with_pipes_and_backticks_do_not_break_tables() -> None:
+    data = report_data(param_changes=(ParamChange("evaluate.gate", ["a | b", "c`d"], []),))
+    html = render_gfm(fit_to_limit(build_report(data), limit=10**6, hint="x"))
+    params_table = html.split("Params changed")[1].split("</table>")[0]
+    assert params_table.count("<tr>") == 2  # header + one row: the pipe did not split the cell
+
+
+# ---------------------------------------------------------------- mermaid helpers
+
+
+def test_mermaid_literals_are_safe() -> None:
+    assert quote('say "hi"\n now') == "\"say 'hi' now\""
+    assert number(1e-7) == "0"
+    assert number(float("nan")) == "0"
+    assert number(0.12345) == "0.1235"
+    assert thin_indices(5) == [0, 1, 2, 3, 4]
+    thinned = thin_indices(500)
+    assert len(thinned) <= 61 and thinned[0] == 0 and thinned[-1] == 499
+
+
+def test_model_unchanged_note_follows_the_verdict() -> None:
+    from cxml.report.markdown import MODEL_UNCHANGED_NOTE, render
+
+    text = render(build_report(report_data(model_unchanged=True)))
+    assert text.index("Gate") < text.index(MODEL_UNCHANGED_NOTE) < text.index("#### Metrics")
+    assert MODEL_UNCHANGED_NOTE not in render(build_report(report_data()))

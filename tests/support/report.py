@@ -1,0 +1,276 @@
+"""Report test inputs: the files train/evaluate write (docs/formats.md), in a temp git repository.
+
+Import the fixtures into a test module (`from tests.support.report import workspace`), or call
+`write_run_outputs(directory, ...)` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git
+
+CLASSES = [str(i) for i in range(10)]
+# Every variable the report reads from its environment; tests start from none of them set.
+REPORT_ENV_VARS = (
+    "GITHUB_ACTIONS",
+    "GITHUB_OUTPUT",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_BASE_REF",
+    "GITHUB_SHA",
+    "GITHUB_REPOSITORY",
+    "GITHUB_SERVER_URL",
+    "GITHUB_API_URL",
+    "GITHUB_RUN_ID",
+    "GITHUB_TOKEN",
+    "CI_MERGE_REQUEST_IID",
+    "CI_PROJECT_ID",
+    "CI_API_V4_URL",
+    "CI_JOB_TOKEN",
+    "GITLAB_TOKEN",
+    "MLFLOW_TRACKING_URI",
+    "CXML_PARAMS",
+)
+
+
+def train_rows(epochs: int, *, lr: float, seed: int) -> list[list[Any]]:
+    """Plausible learning curves: loss falls, accuracy rises, with a little noise."""
+    rng = random.Random(seed)
+    rows = []
+    for epoch in range(1, epochs + 1):
+        progress = 1 - math.exp(-epoch / 3.5)
+        loss = 2.3 * (1 - progress) + 0.05 + rng.uniform(0, 0.03)
+        val_loss = loss * 1.15 + 0.02
+        accuracy = min(0.999, 0.12 + 0.87 * progress + rng.uniform(-0.01, 0.01))
+        val_accuracy = min(0.995, accuracy - 0.015)
+        current_lr = lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+        rows.append(
+            [
+                epoch,
+                round(loss, 4),
+                round(accuracy, 4),
+                round(val_loss, 4),
+                round(val_accuracy, 4),
+                round(current_lr, 5),
+                round(0.8 * epoch, 2),
+            ]
+        )
+    return rows
+
+
+def confusion_rows(per_class: dict[str, float], support: int, seed: int) -> list[list[str]]:
+    rng = random.Random(seed)
+    rows = []
+    for cls, accuracy in per_class.items():
+        correct = round(accuracy * support)
+        rows += [[cls, cls]] * correct
+        for _ in range(support - correct):
+            rows.append([cls, rng.choice([c for c in per_class if c != cls])])
+    return rows
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """What one fake train+evaluate wrote."""
+
+    accuracy: float
+    epochs: int
+    lr: float
+    per_class: dict[str, float]
+
+
+def eval_metrics(run: RunOutputs) -> dict[str, Any]:
+    return {
+        "accuracy": run.accuracy,
+        "precision_macro": round(run.accuracy + 0.002, 4),
+        "recall_macro": round(run.accuracy - 0.001, 4),
+        "f1_macro": round(run.accuracy + 0.0005, 4),
+        "latency_p50_ms": 0.82 if run.lr < 0.08 else 0.85,
+        "latency_p95_ms": 1.31 if run.lr < 0.08 else 1.46,
+        "num_test_images": 270,
+        "per_class_accuracy": run.per_class,
+    }
+
+
+def per_class_for(accuracy: float, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    return {c: round(min(1.0, max(0.0, accuracy + rng.uniform(-0.05, 0.03))), 4) for c in CLASSES}
+
+
+def write_run_outputs(
+    root: Path,
+    *,
+    accuracy: float = 0.9741,
+    epochs: int = 15,
+    lr: float = 0.05,
+    seed: int = 1,
+    params_extra: str = "",
+) -> RunOutputs:
+    """params.yaml, metrics/*.json, plots/*.csv and run.json as train/evaluate write them."""
+    run = RunOutputs(accuracy, epochs, lr, per_class_for(accuracy, seed))
+    (root / "params.yaml").write_text(
+        f"train:\n  epochs: {epochs}\n  lr: {lr}\n{params_extra}", encoding="utf-8"
+    )
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "plots").mkdir(exist_ok=True)
+    rows = train_rows(epochs, lr=lr, seed=seed)
+    last = rows[-1]
+    train_json = {
+        "epochs": epochs,
+        "loss": last[1],
+        "accuracy": last[2],
+        "val_loss": last[3],
+        "val_accuracy": last[4],
+        "seconds": last[6],
+    }
+    (root / "metrics" / "train.json").write_text(json.dumps(train_json, indent=2))
+    (root / "metrics" / "eval.json").write_text(json.dumps(eval_metrics(run), indent=2))
+    header = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"
+    body = "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+    (root / "plots" / "train.csv").write_text(header + body)
+    confusion = confusion_rows(run.per_class, 27, seed)
+    (root / "plots" / "confusion.csv").write_text(
+        "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in confusion)
+    )
+    (root / "plots" / "per_class.csv").write_text(
+        "class,accuracy,support\n" + "".join(f"{c},{a},27\n" for c, a in run.per_class.items())
+    )
+    (root / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": "4f1c2b9a0d8e47c6b1a2c3d4e5f60718",
+                "experiment_id": "1",
+                "tracking_uri": f"sqlite:///{root}/mlflow.db",
+                "model_name": "cxml-model",
+                "model_version": "3",
+                "model_path": "model/model.pt",
+                "git_commit": "0123456789abcdef0123456789abcdef01234567",
+                "epochs": epochs,
+            }
+        )
+    )
+    return run
+
+
+def gate_document(
+    current: RunOutputs,
+    baseline: RunOutputs | None,
+    *,
+    ref: str = "origin/main",
+    rules: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """gate.json the way evaluate writes it for the default rules."""
+    flat = {k: v for k, v in eval_metrics(current).items() if k != "per_class_accuracy"}
+    flat.update({f"per_class_accuracy.{c}": v for c, v in current.per_class.items()})
+    base_accuracy = baseline.accuracy if baseline else None
+    if rules is None:
+        rules = [
+            {
+                "rule": "accuracy >= 0.9",
+                "metric": "accuracy",
+                "op": ">=",
+                "value": current.accuracy,
+                "baseline": None,
+                "threshold": 0.9,
+                "result": "pass" if current.accuracy >= 0.9 else "fail",
+                "relative": False,
+                "reason": None,
+            },
+            relative_rule(current.accuracy, base_accuracy),
+        ]
+    decision = "fail" if any(r["result"] == "fail" for r in rules) else "pass"
+    return {
+        "decision": decision,
+        "baseline": {
+            "source": f"git:{ref}" if baseline else "none",
+            "ref": ref if baseline else None,
+            "metrics": eval_metrics(baseline) if baseline else None,
+            "description": f"metrics/eval.json at {ref}" if baseline else "no baseline",
+        },
+        "metrics": flat,
+        "rules": rules,
+    }
+
+
+def relative_rule(value: float, baseline: float | None) -> dict[str, Any]:
+    if baseline is None:
+        return {
+            "rule": "accuracy >= baseline - 0.005",
+            "metric": "accuracy",
+            "op": ">=",
+            "value": value,
+            "baseline": None,
+            "threshold": None,
+            "result": "skipped",
+            "relative": True,
+            "reason": "no baseline",
+        }
+    threshold = round(baseline - 0.005, 4)
+    return {
+        "rule": "accuracy >= baseline - 0.005",
+        "metric": "accuracy",
+        "op": ">=",
+        "value": value,
+        "baseline": baseline,
+        "threshold": threshold,
+        "result": "pass" if value >= threshold else "fail",
+        "relative": True,
+        "reason": None,
+    }
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A git repo whose `main` holds the baseline run and whose work tree holds this change."""
+
+    root: Path
+    current: RunOutputs
+    baseline: RunOutputs
+
+
+def make_workspace(
+    root: Path,
+    *,
+    accuracy: float = 0.9741,
+    baseline_accuracy: float = 0.9667,
+    lr: float = 0.1,
+    epochs: int = 15,
+    baseline_epochs: int = 12,
+) -> Workspace:
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    baseline = write_run_outputs(root, accuracy=baseline_accuracy, epochs=baseline_epochs, seed=7)
+    (root / "gate.json").write_text(json.dumps(gate_document(baseline, None)))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "baseline run")
+    git(root, "update-ref", "refs/remotes/origin/main", "HEAD")
+    git(root, "checkout", "-q", "-b", "feature")
+    current = write_run_outputs(root, accuracy=accuracy, epochs=epochs, lr=lr, seed=3)
+    (root / "gate.json").write_text(json.dumps(gate_document(current, baseline)))
+    return Workspace(root, current, baseline)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No CI variables from the machine running the tests leak into the report."""
+    for name in REPORT_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """This change (lr 0.1, 15 epochs) on top of a committed baseline run at origin/main; cwd in it."""
+    made = make_workspace(tmp_path / "repo")
+    clean_env.chdir(made.root)
+    yield made
