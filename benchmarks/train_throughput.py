@@ -147,8 +147,8 @@ def cxml_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[],
     from cxml.ml.data import Dataset, Split
     from cxml.ml.device import choose_precision
     from cxml.ml.distributed import DistContext
+    from cxml.ml.fit import make_optimizer, train_one_epoch
     from cxml.ml.models import build_model
-    from cxml.train import make_optimizer, train_one_epoch
 
     count = args.batch * 8
     images = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8)
@@ -230,7 +230,8 @@ def time_to_accuracy(target: float, device: torch.device) -> str:
     from cxml.core.config import Params, TrackingConfig, TrainConfig
     from cxml.ml.data import load_dataset
     from cxml.ml.distributed import DistContext
-    from cxml.train import build_metadata, fit
+    from cxml.ml.fit import fit
+    from cxml.train import build_metadata
 
     params = Params(train=TrainConfig(device=device.type), tracking=TrackingConfig(enabled=False))
     data = load_dataset(params.data)
@@ -247,7 +248,6 @@ def time_to_accuracy(target: float, device: torch.device) -> str:
             DistContext(),
             resume=False,
             show_progress=False,
-            tracking=False,
         )
     elapsed = 0.0
     for stats in result.history:

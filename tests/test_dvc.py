@@ -43,8 +43,6 @@ stages:
     outs:
       - gate.json:
           cache: false
-      - report.md:
-          cache: false
 """
 
 PARAMS = (

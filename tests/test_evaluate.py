@@ -127,7 +127,8 @@ def test_corrupt_gate_input_metrics(trained: Path) -> None:
     (trained / "metrics/eval.json").write_text("{not json")
     result = run_cxml("gate", cwd=trained)
     assert result.returncode == 2
-    assert "metrics/eval.json: evaluation metrics is not valid JSON" in result.stderr
+    assert "metrics/eval.json: not valid JSON" in result.stderr
+    assert "re-run `cxml evaluate`" in result.stderr
 
 
 def test_a_bare_ref_is_a_git_baseline(trained: Path) -> None:

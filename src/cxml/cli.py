@@ -17,10 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cxml.evaluate",
         "evaluate the model on the test split, compare with the baseline, decide the gate",
     ),
-    "gate": ("cxml.gate.rules", "re-decide the gate from metrics/eval.json and a baseline"),
+    "gate": ("cxml.gate.step", "re-decide the gate from metrics/eval.json and a baseline"),
     "report": ("cxml.report.step", "build the PR report and post it as a comment"),
     "serve": (
-        "cxml.serve.app",
+        "cxml.serve.step",
         "serve a model over HTTP (/predict, /healthz, /version, /metrics)",
     ),
     "redeploy": (

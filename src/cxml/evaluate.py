@@ -1,4 +1,4 @@
-"""`python -m cxml.evaluate`: test-split metrics, baseline comparison and the gate decision."""
+"""`python -m cxml.evaluate`: test-split metrics and plots, baseline comparison and the gate."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cxml.core import console, files, ghactions
-from cxml.core.config import Params, load_params, validate_ranges
-from cxml.gate.rules import add_gate_arguments
+from cxml.core import console, files
+from cxml.core.config import EvaluateConfig, OutputsConfig, Params, load_params, validate_ranges
+from cxml.gate.decide import (
+    add_gate_arguments,
+    find_baseline,
+    gate_exit_code,
+    gate_rule_texts,
+    publish_gate,
+    run_gate,
+)
+from cxml.records.gate import GateResult
+from cxml.records.metrics import write_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -40,10 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
     validate_ranges(params)
-    from cxml.gate.rules import parse_rules
-
-    rule_texts = args.gate if args.gate is not None else list(params.evaluate.gate)
-    parse_rules(rule_texts)  # a typo in a rule fails before minutes of evaluation
+    rule_texts = gate_rule_texts(args, params)  # a typo in a rule fails before minutes of work
 
     import torch
 
@@ -58,22 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(params.train.seed)
 
     predictions = predict(model, data.test, metadata, params.evaluate.batch_size, device)
-    p50, p95 = measure_latency(model, data.test, metadata, params.evaluate.latency_samples, device)
     metrics = classification_metrics(predictions, metadata.class_names)
-    metrics.update(latency_p50_ms=round(p50, 4), latency_p95_ms=round(p95, 4))
-    write_metrics(params, metrics, predictions, metadata.class_names)
+    metrics.update(measure_latency(model, data.test, metadata, params.evaluate, device))
+    write_outputs(params.outputs, metrics, predictions, metadata.class_names)
     log_to_tracking(params, metrics)
-    console.info(
-        f"test accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
-        f"latency p50 {p50:.3f} ms  p95 {p95:.3f} ms  ({metrics['num_test_images']} images)"
-    )
+    console.info(summary_line(metrics))
 
-    decision = decide_gate(params, rule_texts, metrics, args.baseline)
-    report_path = write_report(params, args.params)
-    ghactions.set_output("gate", decision.decision)
-    ghactions.set_output("gate-file", params.outputs.gate)
-    ghactions.set_output("report-file", report_path)
-    return 0 if decision.passed or args.no_fail else 1
+    gate = decide_gate(params, rule_texts, metrics, args.baseline)
+    publish_gate(gate, params.outputs.gate)
+    return gate_exit_code(gate, no_fail=args.no_fail)
 
 
 def check_data_matches(metadata: ModelMetadata, data_hash: str, class_names: Sequence[str]) -> None:
@@ -114,10 +113,25 @@ def measure_latency(
     model: torch.nn.Module,
     split: Split,
     metadata: ModelMetadata,
+    cfg: EvaluateConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """`latency_p50_ms` and `latency_p95_ms` for one image, as a single-image request sees it."""
+    timings = time_single_images(model, split, metadata, cfg.latency_samples, device)
+    return {
+        "latency_p50_ms": round(percentile(timings, 50), 4),
+        "latency_p95_ms": round(percentile(timings, 95), 4),
+    }
+
+
+def time_single_images(
+    model: torch.nn.Module,
+    split: Split,
+    metadata: ModelMetadata,
     samples: int,
     device: torch.device,
-) -> tuple[float, float]:
-    """p50 / p95 milliseconds for one image, as a single-image request would see it."""
+) -> list[float]:
+    """Milliseconds per single-image forward pass, after a few warm-up calls."""
     import torch
 
     from cxml.ml.models import preprocess
@@ -136,7 +150,7 @@ def measure_latency(
             synchronize()
             if i >= 5:  # the first calls warm up allocators and kernels
                 timings.append((time.perf_counter() - start) * 1000.0)
-    return percentile(timings, 50), percentile(timings, 95)
+    return timings
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -173,11 +187,22 @@ def classification_metrics(predictions: Predictions, class_names: Sequence[str])
     }
 
 
-def write_metrics(
-    params: Params, metrics: dict[str, Any], predictions: Predictions, class_names: Sequence[str]
+def summary_line(metrics: dict[str, Any]) -> str:
+    return (
+        f"test accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
+        f"latency p50 {metrics['latency_p50_ms']:.3f} ms  p95 {metrics['latency_p95_ms']:.3f} ms  "
+        f"({metrics['num_test_images']} images)"
+    )
+
+
+def write_outputs(
+    out: OutputsConfig,
+    metrics: dict[str, Any],
+    predictions: Predictions,
+    class_names: Sequence[str],
 ) -> None:
-    out = params.outputs
-    files.write_json(out.eval_metrics, metrics)
+    """metrics/eval.json and the confusion and per-class plots (DVC formats)."""
+    write_metrics(out.eval_metrics, metrics)
     confusion = [
         [class_names[a], class_names[p]]
         for a, p in zip(predictions.actual, predictions.predicted, strict=True)
@@ -192,22 +217,18 @@ def write_metrics(
 
 def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
     """Add `eval.*` metrics to the training run, so the registry's champion carries them."""
-    from pathlib import Path
-
     from cxml.core.metrics import flatten
+    from cxml.records.run import read_run
 
-    run_info_path = Path(params.outputs.run_info)
-    if not params.tracking.enabled or not run_info_path.exists():
+    if not params.tracking.enabled:
         return
-    run_id = files.read_json(run_info_path, what="run info").get("run_id")
-    if not run_id:
+    run = read_run(params.outputs.run_info)
+    if run is None or not run.run_id:
         return
     try:
-        from cxml.tracking.runs import client
+        from cxml.tracking.runs import log_eval_metrics
 
-        mlflow_client = client(params.tracking.uri)
-        for name, value in flatten(metrics).items():
-            mlflow_client.log_metric(run_id, f"eval.{name}", value)
+        log_eval_metrics(params.tracking.uri, run.run_id, flatten(metrics))
     except Exception as exc:
         console.warn(
             f"MLflow: logging evaluation metrics failed ({str(exc).splitlines()[0]}); the files are written"
@@ -216,29 +237,10 @@ def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
 
 def decide_gate(
     params: Params, rule_texts: Sequence[str], metrics: dict[str, Any], baseline_spec: str | None
-) -> Any:
-    from cxml.gate.baseline import resolve_baseline
-    from cxml.gate.rules import run_gate
-    from cxml.tracking.runs import champion_metrics
-
-    baseline = resolve_baseline(
-        baseline_spec or params.evaluate.baseline,
-        params.outputs.eval_metrics,
-        champion_lookup=lambda: champion_metrics(params.tracking),
-    )
+) -> GateResult:
+    baseline = find_baseline(baseline_spec, params)
     console.info(f"baseline: {baseline.description}")
-    return run_gate(rule_texts, metrics, baseline.metrics, baseline.to_dict(), params.outputs.gate)
-
-
-def write_report(params: Params, params_path: str | None) -> str:
-    """report.md and its charts, from the files just written (posted by the report step)."""
-    from pathlib import Path
-
-    from cxml.core.config import default_params_path
-    from cxml.report.step import write_report as write_report_files
-
-    path = write_report_files(params, Path(params_path) if params_path else default_params_path())
-    return str(path)
+    return run_gate(rule_texts, metrics, baseline, params.outputs.gate)
 
 
 if __name__ == "__main__":

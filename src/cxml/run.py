@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from cxml.core import console
 
@@ -26,31 +27,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from cxml import evaluate, train
+    from cxml.core.config import default_params_path, load_params
+    from cxml.gate.decide import gate_exit_code
+    from cxml.records.gate import read_gate
+    from cxml.report.build import write_report  # report.md once per pipeline
 
     started = time.perf_counter()
-    common = ["--params", args.params] if args.params else []
-    train_args = [
-        *common,
+    console.info("== train")
+    train.main(train_arguments(args))
+    console.info("== evaluate")
+    evaluate.main(evaluate_arguments(args))
+    console.info("== report")
+    params = load_params(args.params)
+    report_path = write_report(params, Path(args.params) if args.params else default_params_path())
+    gate = read_gate(params.outputs.gate)
+    console.info(
+        f"== done in {time.perf_counter() - started:.1f}s: gate {gate.decision}, report in {report_path}"
+    )
+    return gate_exit_code(gate, no_fail=args.no_fail)
+
+
+def train_arguments(args: argparse.Namespace) -> list[str]:
+    return [
+        *(["--params", args.params] if args.params else []),
         *(["--resume"] if args.resume else []),
         *(["--device", args.device] if args.device else []),
     ]
-    console.info("== train")
-    train.main(train_args)
-    console.info("== evaluate")
-    eval_args = [*common, *(["--baseline", args.baseline] if args.baseline else []), "--no-fail"]
-    if args.device:
-        eval_args += ["--device", args.device]
-    evaluate.main(eval_args)
 
-    from cxml.core import files
-    from cxml.core.config import load_params
 
-    params = load_params(args.params)
-    gate = files.read_json(params.outputs.gate, what="gate decision")
-    console.info(
-        f"== done in {time.perf_counter() - started:.1f}s: gate {gate['decision']}, report in {params.outputs.report}"
-    )
-    return 0 if gate["decision"] == "pass" or args.no_fail else 1
+def evaluate_arguments(args: argparse.Namespace) -> list[str]:
+    """--no-fail: the report is written whatever the gate says; run returns the verdict last."""
+    return [
+        *(["--params", args.params] if args.params else []),
+        *(["--baseline", args.baseline] if args.baseline else []),
+        "--no-fail",
+        *(["--device", args.device] if args.device else []),
+    ]
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def test_pull_request_runs_train_evaluate_report_and_updates_one_comment(
         assert train["setup-cache-hit"] == "false"
         assert evaluate["gate"] in ("pass", "fail")
         assert evaluate["gate-file"] == "gate.json"
-        assert evaluate["report-file"] == "report.md"
+        assert "report-file" not in evaluate, "the report is written once, by the report step"
+        assert report["report-file"] == "report.md"
         assert report["comment-url"]
         setup = cold.outputs("setup")
         assert setup["cache-hit"] == "true"  # train built it a moment ago

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import pytest
 
 from tests.support.actions import (
     PYTHON,
-    REPO_ROOT,
     ActEnvironment,
     act_env,
     git,
@@ -35,7 +33,6 @@ from tests.support.actions import (
 
 __all__ = ["act_env"]
 
-TRAIN_STEP = REPO_ROOT / "actions" / "setup" / "train_step.py"
 SMALL_PARAMS_EDIT = ("epochs: 15", "epochs: 2")
 
 
@@ -220,7 +217,7 @@ def run_train_step(
         "CXML_TRAIN_DVC_TARGETS": targets,
     }
     result = subprocess.run(
-        [PYTHON, str(TRAIN_STEP)],
+        [PYTHON, "-m", "cxml.action", "train"],
         cwd=workspace,
         capture_output=True,
         text=True,
@@ -288,9 +285,8 @@ def _boto_credentials() -> dict[str, str]:
 
 
 def test_locked_model_hash_reads_the_model_output_of_dvc_lock(tmp_path: Path) -> None:
-    from tests.support.actions import load_script
+    from cxml.repro import locked_model_hash
 
-    train_step = load_script(TRAIN_STEP)
     lock = tmp_path / "dvc.lock"
     lock.write_text(
         json.dumps(
@@ -309,22 +305,20 @@ def test_locked_model_hash_reads_the_model_output_of_dvc_lock(tmp_path: Path) ->
         ),
         encoding="utf-8",
     )
-    assert train_step.locked_model_hash(lock, "model/model.pt") == "m" * 32
-    assert train_step.locked_model_hash(lock, "model/other.pt") is None
-    assert train_step.locked_model_hash(tmp_path / "missing.lock", "model/model.pt") is None
+    assert locked_model_hash(lock, "model/model.pt") == "m" * 32
+    assert locked_model_hash(lock, "model/other.pt") is None
+    assert locked_model_hash(tmp_path / "missing.lock", "model/model.pt") is None
 
 
-def test_train_step_inputs_are_validated() -> None:
+def test_the_dvc_input_decides_between_the_pipeline_and_cxml_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cxml.core.errors import ConfigError
-    from tests.support.actions import load_script
+    from cxml.repro import use_dvc
 
-    train_step = load_script(TRAIN_STEP)
-    inputs = train_step.read_inputs(
-        {"CXML_TRAIN_DVC_TARGETS": "train  evaluate", "CXML_TRAIN_RESUME": "TRUE"}
-    )
-    assert inputs.dvc_targets == ("train", "evaluate")
-    assert inputs.resume is True
-    assert inputs.dvc == "auto" and inputs.dvc_pull == "auto" and inputs.dvc_push is False
-    with pytest.raises(ConfigError, match="input dvc-push: expected one of true, false, got 'yes'"):
-        train_step.read_inputs({"CXML_TRAIN_DVC_PUSH": "yes"})
-    assert os.environ.get("CXML_DEVICE") is None
+    monkeypatch.chdir(tmp_path)
+    assert (use_dvc("auto"), use_dvc("false")) == (False, False)
+    with pytest.raises(ConfigError, match=r"input dvc: true, but there is no dvc\.yaml here"):
+        use_dvc("true")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    assert (use_dvc("auto"), use_dvc("true"), use_dvc("false")) == (True, True, False)

@@ -1,4 +1,4 @@
-"""Release bundles: save/load, checksum verification, and model metadata read without torch."""
+"""The release bundle (cxml.records.release): save/load, checksums, model metadata without torch."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from cxml.core.errors import DeployError
-from cxml.deploy import bundle
+from cxml.core.errors import DeployError, RecordError
+from cxml.records import release
 from tests.support.deploy import make_model_file
 
 
-def release_info(model: Path, version: str = "3") -> bundle.ReleaseInfo:
-    digest = bundle.sha256_file(model)
-    return bundle.ReleaseInfo(
-        release=bundle.release_name(version, digest),
+def release_info(model: Path, version: str = "3") -> release.ReleaseInfo:
+    digest = release.sha256_file(model)
+    return release.ReleaseInfo(
+        release=release.release_name(version, digest),
         model_version=version,
         model_name="cxml-model",
         run_id="abc",
@@ -24,7 +24,7 @@ def release_info(model: Path, version: str = "3") -> bundle.ReleaseInfo:
         git_commit="f00",
         created_at="2026-11-25T11:00:00Z",
         model_sha256=digest,
-        model_metadata=bundle.read_model_metadata(model),
+        model_metadata=release.read_model_metadata(model),
         metrics={"accuracy": 0.97},
         gate_decision="pass",
     )
@@ -37,8 +37,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_save_then_load_gives_the_same_release(tmp_path: Path, model_file: Path) -> None:
     info = release_info(model_file)
-    saved = bundle.save_bundle(tmp_path / "b", model_file, info)
-    loaded = bundle.load_bundle(saved.directory)
+    saved = release.save_bundle(tmp_path / "b", model_file, info)
+    loaded = release.load_bundle(saved.directory)
     assert loaded.info == info
     assert sorted(p.name for p in saved.directory.iterdir()) == [
         "SHA256SUMS",
@@ -55,12 +55,12 @@ def test_save_then_load_gives_the_same_release(tmp_path: Path, model_file: Path)
 def test_save_refuses_an_existing_directory(tmp_path: Path, model_file: Path) -> None:
     (tmp_path / "b").mkdir()
     with pytest.raises(FileExistsError):
-        bundle.save_bundle(tmp_path / "b", model_file, release_info(model_file))
+        release.save_bundle(tmp_path / "b", model_file, release_info(model_file))
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "missing", "extra", "no_manifest"])
 def test_verify_catches_a_damaged_bundle(tmp_path: Path, model_file: Path, damage: str) -> None:
-    saved = bundle.save_bundle(tmp_path / "b", model_file, release_info(model_file))
+    saved = release.save_bundle(tmp_path / "b", model_file, release_info(model_file))
     model = saved.directory / "model.pt"
     if damage == "flip":
         data = bytearray(model.read_bytes())
@@ -75,7 +75,7 @@ def test_verify_catches_a_damaged_bundle(tmp_path: Path, model_file: Path, damag
     else:
         (saved.directory / "SHA256SUMS").unlink()
     with pytest.raises(DeployError) as error:
-        bundle.load_bundle(saved.directory)
+        release.load_bundle(saved.directory)
     assert "deploy again" in str(error.value)
 
 
@@ -85,12 +85,12 @@ def test_verify_catches_a_damaged_bundle(tmp_path: Path, model_file: Path, damag
 )
 def test_bad_manifests_are_refused(text: str) -> None:
     with pytest.raises(DeployError):
-        bundle.parse_manifest(text)
+        release.parse_manifest(text)
 
 
 def test_manifest_round_trip() -> None:
     checksums = {"model.pt": "a" * 64, "release.json": "b" * 64}
-    assert bundle.parse_manifest(bundle.manifest_text(checksums)) == checksums
+    assert release.parse_manifest(release.manifest_text(checksums)) == checksums
 
 
 @pytest.mark.parametrize(
@@ -103,20 +103,20 @@ def test_manifest_round_trip() -> None:
     ],
 )
 def test_release_names_are_safe_directory_names(version: str, expected: str) -> None:
-    assert bundle.release_name(version, "0123456789abcdef" * 4) == expected
+    assert release.release_name(version, "0123456789abcdef" * 4) == expected
 
 
 def test_metadata_without_torch_matches_torch(model_file: Path) -> None:
     from cxml.ml import models
 
     _, metadata = models.read_model_file(model_file)
-    assert bundle.read_model_metadata(model_file) == metadata.to_dict()
+    assert release.read_model_metadata(model_file) == metadata.to_dict()
 
 
 def test_reading_metadata_does_not_import_torch(model_file: Path) -> None:
     code = (
-        "import sys; from cxml.deploy import bundle; "
-        f"m = bundle.read_model_metadata({str(model_file)!r}); "
+        "import sys; from cxml.records import release; "
+        f"m = release.read_model_metadata({str(model_file)!r}); "
         "assert m['architecture'] == 'small_cnn'; assert 'torch' not in sys.modules, 'torch "
         "imported'"
     )
@@ -127,8 +127,8 @@ def test_reading_metadata_does_not_import_torch(model_file: Path) -> None:
 def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(content)
-    with pytest.raises(DeployError, match="not a readable cxml model file"):
-        bundle.read_model_metadata(path)
+    with pytest.raises(RecordError, match="not a readable cxml model file"):
+        release.read_model_metadata(path)
 
 
 def test_a_zip_with_foreign_objects_is_refused(tmp_path: Path) -> None:
@@ -136,13 +136,13 @@ def test_a_zip_with_foreign_objects_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "model.pt"
     torch.save({"format": "cxml-model/1", "metadata": {}, "evil": Path("/")}, path)
-    with pytest.raises(DeployError, match="unexpected object"):
-        bundle.read_model_metadata(path)
+    with pytest.raises(RecordError, match="unexpected object"):
+        release.read_model_metadata(path)
 
 
 def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match="run `cxml train` first"):
-        bundle.read_model_metadata(tmp_path / "nope.pt")
+    with pytest.raises(RecordError, match="run `cxml train` first"):
+        release.read_model_metadata(tmp_path / "nope.pt")
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_uris_lose_their_credentials(uri: str, public: str) -> None:
-    from cxml.tracking.runs import redact_uri
+    from cxml.core.redact import redact_uri
 
     assert redact_uri(uri) == public
 
@@ -167,7 +167,37 @@ def test_release_json_never_holds_tracking_credentials(tmp_path: Path, model_fil
 
     secret_uri = "https://deploy:s3cr3t-token@mlflow.example.com"
     info = replace(release_info(model_file), tracking_uri=secret_uri)
-    saved = bundle.save_bundle(tmp_path / "b", model_file, info)
+    saved = release.save_bundle(tmp_path / "b", model_file, info)
     text = (saved.directory / "release.json").read_text()
     assert "s3cr3t-token" not in text and "deploy:" not in text
-    assert bundle.load_bundle(saved.directory).info.tracking_uri == "https://mlflow.example.com"
+    assert release.load_bundle(saved.directory).info.tracking_uri == "https://mlflow.example.com"
+
+
+def test_the_model_file_format_has_one_home(model_file: Path) -> None:
+    import torch
+
+    payload = torch.load(model_file, weights_only=True)
+    assert payload["format"] == release.MODEL_FILE_FORMAT  # what cxml.ml.models writes
+
+
+@pytest.mark.parametrize(
+    "record", ['{"format": "something-else"}', '{"format": "cxml-release/1"}', "[]", "{not json"]
+)
+def test_a_release_record_cxml_did_not_write_is_a_record_error(
+    tmp_path: Path, model_file: Path, record: str
+) -> None:
+    saved = release.save_bundle(tmp_path / "b", model_file, release_info(model_file))
+    (saved.directory / "release.json").write_text(record)
+    with pytest.raises(RecordError, match=r"release\.json"):
+        release.load_bundle(saved.directory, verify=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("4-abababababab", True), ("v1.2-0123", True), ("..", False), (".hidden", False),
+     ("a/b", False), ("../etc", False), ("", False)],
+)  # fmt: skip
+def test_release_names_are_plain_directory_names(name: str, ok: bool) -> None:
+    assert release.is_release_name(name) is ok
+    if ok:
+        assert release.is_release_name(release.release_name(name, "ab" * 32))

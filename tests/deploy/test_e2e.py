@@ -112,7 +112,7 @@ def test_unhealthy_release_rolls_back(
     torch.save(payload, model)
 
     result = redeploy(broken, ssh_server, nginx_proxy, deploy_root)
-    assert result.returncode != 0
+    assert result.returncode == 3
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: release 2-"), result.stderr
     assert "failed its health check" in message and "rolled back, release 1-" in message
@@ -136,7 +136,7 @@ def test_slow_health_check_times_out_and_rolls_back(
         "--serve-args",
         "--host 127.0.0.2",
     )
-    assert result.returncode != 0
+    assert result.returncode == 3
     assert "not healthy within 3 s" in result.stderr
     assert served_version(nginx_proxy) == "1"
 
@@ -166,7 +166,7 @@ def test_interrupted_upload_activates_nothing_and_next_deploy_succeeds(
         pytest.fail("the upload never started")
     ssh_server.drop_connections()
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0, stdout + stderr
+    assert process.returncode == 3, stdout + stderr
     assert "upload to" in stderr and "nothing was activated" in stderr
     assert not any(p.name.startswith("2-") for p in (deploy_root / "releases").iterdir())
     assert str(host_state(deploy_root)["current"]).startswith("1-")
@@ -230,7 +230,7 @@ def test_concurrent_deploy_fails_clearly_while_lock_is_held(
             "--lock-timeout",
             "1",
         )
-    assert result.returncode == 2
+    assert result.returncode == 3  # a runtime failure on the host, not bad input
     assert "another deploy is running" in result.stderr and "pid 4242" in result.stderr
     assert served_version(nginx_proxy) == "1"
 
@@ -311,7 +311,7 @@ def test_cxml_run_then_redeploy_serves_the_model_and_moves_champion(
 
     from sklearn.datasets import load_digits
 
-    from cxml.tracking import runs as tracking
+    from cxml.tracking import registry as tracking
     from tests.support.deploy import png_bytes_of
 
     digits = load_digits()
@@ -337,7 +337,7 @@ def test_a_failed_proxy_reload_rolls_back(
     result = subprocess.run(
         argv, cwd=workspace, capture_output=True, text=True, timeout=240, env=deploy_env()
     )
-    assert result.returncode == 2
+    assert result.returncode == 3  # a runtime failure on the host, not bad input
     assert (
         "proxy reload `false` failed" in result.stderr
         and "rolled back, release 1-" in result.stderr
@@ -370,7 +370,7 @@ def test_a_proxy_config_that_nginx_rejects_rolls_back_before_the_old_release_sto
         timeout=240,
         env=deploy_env(),
     )
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert "the proxy rejected its config" in message and "-t` failed" in message, message
     assert '"/nonexistent-cxml-dir/access.log" failed' in message

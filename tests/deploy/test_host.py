@@ -14,18 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from cxml.core.errors import DeployError
-from cxml.deploy import bundle
-from cxml.deploy.host import command as deploy_host
-from cxml.deploy.host.command import HostSettings, HostState
+from cxml.core.errors import ConfigError, DeployError
+from cxml.deploy.host.command import main, parse_args
+from cxml.deploy.host.docker import build_digest, content_tag, dockerfile_sources
+from cxml.deploy.host.health import wait_until_serving
+from cxml.deploy.host.lock import deploy_lock
+from cxml.deploy.host.proxy import proxy_check_command, upstream_config
+from cxml.deploy.host.releases import activate, install_upload, prepare, rollback, status
+from cxml.deploy.host.services import Service, process_start_time, save_service, service_alive
+from cxml.deploy.host.settings import HostSettings
+from cxml.deploy.host.state import (
+    HostState,
+    after_switch,
+    read_state,
+    releases_to_prune,
+    write_state,
+)
+from cxml.records import release as bundle
 from tests.support.deploy import make_model_file
 
 
 def test_switch_makes_the_old_current_previous() -> None:
     state = HostState(current="1-a", previous=None, releases=["1-a"])
-    after = deploy_host.after_switch(state, "2-b")
+    after = after_switch(state, "2-b")
     assert (after.current, after.previous, after.releases) == ("2-b", "1-a", ["1-a", "2-b"])
-    back = deploy_host.after_switch(after, "1-a")  # a rollback moves the release to the end
+    back = after_switch(after, "1-a")  # a rollback moves the release to the end
     assert (back.current, back.previous, back.releases) == ("1-a", "2-b", ["2-b", "1-a"])
 
 
@@ -48,11 +61,11 @@ def test_pruning_keeps_the_newest_and_never_current_or_previous(
     releases: list[str], current: str, previous: str, keep: int, pruned: list[str]
 ) -> None:
     state = HostState(current=current, previous=previous, releases=releases)
-    assert deploy_host.releases_to_prune(state, keep) == pruned
+    assert releases_to_prune(state, keep) == pruned
 
 
 def test_upstream_config_names_the_port() -> None:
-    text = deploy_host.upstream_config(4321)
+    text = upstream_config(4321)
     assert "upstream cxml_serving {" in text and "server 127.0.0.1:4321;" in text
 
 
@@ -62,8 +75,8 @@ def test_state_round_trip_and_symlinks(tmp_path: Path) -> None:
     state = HostState(
         current="2-b", previous="1-a", releases=["1-a", "2-b"], history=[{"action": "deploy"}]
     )
-    deploy_host.write_state(settings, state)
-    assert deploy_host.read_state(settings) == state
+    write_state(settings, state)
+    assert read_state(settings) == state
     assert (tmp_path / "current").resolve() == (tmp_path / "releases" / "2-b").resolve()
     assert (tmp_path / "previous").is_symlink()
 
@@ -71,9 +84,9 @@ def test_state_round_trip_and_symlinks(tmp_path: Path) -> None:
 def test_a_second_deploy_waits_for_the_lock_then_fails_clearly(tmp_path: Path) -> None:
     holder = HostSettings(root=tmp_path)
     waiter = HostSettings(root=tmp_path, lock_timeout_s=0.5)
-    with deploy_host.deploy_lock(holder, "deploy of 1-a"):
+    with deploy_lock(holder, "deploy of 1-a"):
         started = time.monotonic()
-        with pytest.raises(DeployError) as error, deploy_host.deploy_lock(waiter, "deploy of 2-b"):
+        with pytest.raises(DeployError) as error, deploy_lock(waiter, "deploy of 2-b"):
             pass
         assert time.monotonic() - started >= 0.5
     message = str(error.value)
@@ -85,10 +98,10 @@ def test_a_waiting_deploy_goes_ahead_once_the_lock_is_free(tmp_path: Path) -> No
     order: list[str] = []
 
     def second() -> None:
-        with deploy_host.deploy_lock(HostSettings(root=tmp_path, lock_timeout_s=10), "second"):
+        with deploy_lock(HostSettings(root=tmp_path, lock_timeout_s=10), "second"):
             order.append("second")
 
-    with deploy_host.deploy_lock(holder, "first"):
+    with deploy_lock(holder, "first"):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.3)
@@ -126,11 +139,11 @@ def test_a_verified_upload_is_renamed_into_releases(tmp_path: Path, uploaded: Pa
     settings = HostSettings(root=tmp_path)
     settings.releases_dir.mkdir(parents=True)
     staging = stage(settings, uploaded)
-    deploy_host.install_upload(settings, uploaded.name, staging)
+    install_upload(settings, uploaded.name, staging)
     assert not staging.exists()
     bundle.verify_bundle(settings.releases_dir / uploaded.name)
     again = stage(settings, uploaded, "again")  # the same release uploaded twice: kept once
-    deploy_host.install_upload(settings, uploaded.name, again)
+    install_upload(settings, uploaded.name, again)
     assert not again.exists()
 
 
@@ -150,37 +163,35 @@ def test_a_partial_or_wrong_upload_never_becomes_a_release(
     else:
         name = "9-000000000000"
     with pytest.raises(DeployError, match="deploy again"):
-        deploy_host.install_upload(settings, name, staging)
+        install_upload(settings, name, staging)
     assert not staging.exists()
     assert list(settings.releases_dir.iterdir()) == []
 
 
 def test_uploads_outside_incoming_are_refused(tmp_path: Path, uploaded: Path) -> None:
     settings = HostSettings(root=tmp_path)
-    with pytest.raises(DeployError, match="must be under"):
-        deploy_host.install_upload(settings, uploaded.name, uploaded)
+    with pytest.raises(ConfigError, match="must be under"):
+        install_upload(settings, uploaded.name, uploaded)
     assert uploaded.exists()
 
 
 def test_zombies_and_reused_pids_count_as_stopped() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    started = deploy_host.process_start_time(child.pid)
+    started = process_start_time(child.pid)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and deploy_host.process_start_time(child.pid) is not None:
+    while time.monotonic() < deadline and process_start_time(child.pid) is not None:
         time.sleep(0.05)  # exited but not reaped: a zombie
-    assert started is not None and deploy_host.process_start_time(child.pid) is None
+    assert started is not None and process_start_time(child.pid) is None
     child.wait()
-    service = deploy_host.Service(
-        release="r", mode="process", port=1, pid=child.pid, pid_start=started
-    )
-    assert not deploy_host.service_alive(HostSettings(root=Path("/nonexistent")), service)
+    service = Service(release="r", mode="process", port=1, pid=child.pid, pid_start=started)
+    assert not service_alive(HostSettings(root=Path("/nonexistent")), service)
 
 
 def test_status_and_rollback_without_previous(tmp_path: Path) -> None:
     settings = HostSettings(root=tmp_path)
-    assert deploy_host.status(settings)["current"] is None
+    assert status(settings)["current"] is None
     with pytest.raises(DeployError, match="nothing to roll back to"):
-        deploy_host.rollback(settings)
+        rollback(settings)
 
 
 class FakeService(http.server.BaseHTTPRequestHandler):
@@ -204,10 +215,10 @@ def test_a_service_reporting_the_wrong_release_fails_the_health_check(tmp_path: 
     thread.start()
     try:
         port = server.server_address[1]
-        service = deploy_host.Service(release="2-new", mode="process", port=port, pid=os.getpid(),
-                                      pid_start=deploy_host.process_start_time(os.getpid()))  # fmt: skip
+        service = Service(release="2-new", mode="process", port=port, pid=os.getpid(),
+                                      pid_start=process_start_time(os.getpid()))  # fmt: skip
         with pytest.raises(DeployError, match="reports release '1-old'"):
-            deploy_host.wait_until_serving(HostSettings(root=tmp_path, health_timeout_s=5), service)
+            wait_until_serving(HostSettings(root=tmp_path, health_timeout_s=5), service)
     finally:
         server.shutdown()
 
@@ -230,12 +241,12 @@ def test_a_service_reporting_the_wrong_release_fails_the_health_check(tmp_path: 
 def test_the_proxy_check_is_nginx_t_with_the_reload_commands_options(
     reload: str, check: str | None, expected: tuple[str, ...] | None
 ) -> None:
-    args = deploy_host.parse_args(
+    args = parse_args(
         ["activate", "--root", "/srv/cxml", "--proxy-reload", reload]
         + (["--proxy-check", check] if check else [])
     )
-    settings = deploy_host.settings_from_args(args)
-    assert deploy_host.proxy_check_command(settings) == expected
+    settings = HostSettings.from_args(args)
+    assert proxy_check_command(settings) == expected
 
 
 # --- the serving image -----------------------------------------------------------------------
@@ -245,11 +256,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_dockerfile_sources_are_what_it_copies_from_the_context() -> None:
     text = (REPO / "Dockerfile").read_text()
-    assert deploy_host.dockerfile_sources(text) == [
+    assert dockerfile_sources(text) == [
         "pyproject.toml", "README.md", ".ci/constraints.txt", "src",
     ]  # fmt: skip
     other = 'COPY --chown=1:1 a b /x/\nCOPY --from=build /wheels /w\nADD ["c d", "/e"]\nCOPY f \\\n  g /h\n'
-    assert deploy_host.dockerfile_sources(other) == ["a", "b", "c d", "f", "g"]
+    assert dockerfile_sources(other) == ["a", "b", "c d", "f", "g"]
 
 
 @pytest.mark.parametrize(
@@ -263,7 +274,7 @@ def test_the_dockerfile_sources_are_what_it_copies_from_the_context() -> None:
     ],
 )
 def test_the_image_tag_carries_the_build_digest(image: str, tagged: str) -> None:
-    assert deploy_host.content_tag(image, "0123456789abcdef" * 4) == tagged
+    assert content_tag(image, "0123456789abcdef" * 4) == tagged
 
 
 def test_a_changed_package_or_dockerfile_gives_a_new_image_tag(tmp_path: Path) -> None:
@@ -278,8 +289,8 @@ def test_a_changed_package_or_dockerfile_gives_a_new_image_tag(tmp_path: Path) -
     serve_py.write_text("VERSION = 1\n")
 
     def tag(*build_args: str) -> str:
-        digest = deploy_host.build_digest(context, build_args)
-        return deploy_host.content_tag("cxml-serve:latest", digest)
+        digest = build_digest(context, build_args)
+        return content_tag("cxml-serve:latest", digest)
 
     first = tag()
     assert tag() == first  # the same inputs, the same image
@@ -307,23 +318,37 @@ def test_a_failed_image_build_is_rolled_back_and_the_old_service_keeps_running(
     )
     old = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
-        deploy_host.prepare(settings)
-        old_service = deploy_host.Service(
+        prepare(settings)
+        old_service = Service(
             release="1-old", mode="process", port=1, pid=old.pid,
-            pid_start=deploy_host.process_start_time(old.pid),
+            pid_start=process_start_time(old.pid),
         )  # fmt: skip
-        deploy_host.save_service(settings, old_service)
-        deploy_host.write_state(settings, HostState(current="1-old", releases=["1-old"]))
+        save_service(settings, old_service)
+        write_state(settings, HostState(current="1-old", releases=["1-old"]))
         with pytest.raises(DeployError) as error:
-            deploy_host.activate(settings, uploaded.name, stage(settings, uploaded), None)
+            activate(settings, uploaded.name, stage(settings, uploaded), None)
         message = str(error.value)
         assert "`false build -t cxml-serve:latest-" in message
         assert message.endswith("rolled back, release 1-old still serving")
-        state = deploy_host.read_state(settings)
+        state = read_state(settings)
         assert state.current == "1-old"
         assert state.history[-1]["result"] == "rolled back"
         assert state.history[-1]["release"] == uploaded.name
-        assert deploy_host.service_alive(settings, old_service)
+        assert service_alive(settings, old_service)
     finally:
         old.kill()
         old.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["activate"], "activate needs --release"),
+        (["activate", "--release", "../../etc"], "not a release name"),
+        (["discard"], "discard needs --staging"),
+        (["status", "--keep", "1"], "--keep: must be at least 2"),
+    ],
+)
+def test_bad_host_arguments_are_config_errors(tmp_path: Path, argv: list[str], phrase: str) -> None:
+    with pytest.raises(ConfigError, match=phrase):
+        main([*argv, "--root", str(tmp_path)])

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cxml import redeploy
-from cxml.core.errors import DeployError
-from cxml.deploy import bundle, ssh
+from cxml.core.errors import ConfigError, GateError
+from cxml.deploy import bundle, plan, ssh
+from cxml.records.gate import GateResult, parse_gate
+from cxml.records.release import ReleaseInfo, ServingConfig
+from cxml.records.run import RunRecord
 from tests.support.deploy import write_workspace
 
 FAKE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END OPENSSH PRIVATE KEY-----"
@@ -27,61 +34,69 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- the gate --------------------------------------------------------------------------------
 
 
+def gate(raw: dict[str, Any]) -> GateResult:
+    return parse_gate(raw)
+
+
 def test_a_passed_gate_deploys() -> None:
-    assert redeploy.check_gate({"decision": "pass"}, "gate.json", False, None) is None
+    assert plan.check_gate(gate({"decision": "pass"}), "gate.json", False, None) is None
 
 
 @pytest.mark.parametrize(
-    ("gate", "phrase"),
+    ("record", "phrase"),
     [
         (None, "gate.json not found"),
-        ({"decision": "maybe"}, "has no decision"),
-        ([], "has no decision"),
         (
             {
                 "decision": "fail",
                 "rules": [{"rule": "accuracy >= 0.9", "result": "fail", "value": 0.5}],
             },
-            "accuracy >= 0.9",
+            "rule 'accuracy >= 0.9' failed (value 0.5)",
         ),
+        ({"decision": "fail"}, "the gate failed"),
     ],
 )
-def test_a_failed_or_missing_gate_is_refused(gate: object, phrase: str) -> None:
-    with pytest.raises(DeployError) as error:
-        redeploy.check_gate(gate, "gate.json", False, None)
+def test_a_failed_or_missing_gate_is_refused(record: dict[str, Any] | None, phrase: str) -> None:
+    with pytest.raises(GateError) as error:
+        plan.check_gate(gate(record) if record else None, "gate.json", False, None)
     assert phrase in str(error.value) and "--force --reason" in str(error.value)
+    assert error.value.exit_code == 2
 
 
 def test_force_needs_a_reason_and_records_it() -> None:
-    with pytest.raises(DeployError, match="--force needs --reason"):
-        redeploy.check_gate({"decision": "fail"}, "gate.json", True, "  ")
-    assert (
-        redeploy.check_gate({"decision": "fail"}, "gate.json", True, " incident 7 ") == "incident 7"
-    )
+    failed = gate({"decision": "fail"})
+    with pytest.raises(ConfigError, match="--force needs --reason"):
+        plan.check_gate(failed, "gate.json", True, "  ")
+    assert plan.check_gate(failed, "gate.json", True, " incident 7 ") == "incident 7"
+    assert plan.check_gate(None, "gate.json", True, "no gate yet") == "no gate yet"
 
 
 # --- the plan --------------------------------------------------------------------------------
 
 
-def options(**changes: object) -> redeploy.DeployOptions:
+TARGET = ssh.SshTarget("serve.example", 2222, "deploy", "/keys/id", "/keys/known_hosts")
+
+
+def agent(**changes: Any) -> plan.HostAgent:
+    """The host agent of `cxml redeploy --mode process ...`, with settings changed."""
     args = redeploy.parse_args(
         ["--host", "serve.example", "--user", "deploy", "--port", "2222", "--mode", "process"]
     )
-    base = redeploy.options_from_args(args, "/keys/id", "/keys/known_hosts")
-    return redeploy.DeployOptions(**{**base.__dict__, **changes})
+    base = redeploy.host_agent(args)
+    return replace(base, settings=replace(base.settings, **changes))
 
 
-def release(version: str = "4", forced_reason: str | None = None) -> bundle.ReleaseInfo:
-    return redeploy.describe_release(
+def release(version: str = "4", forced_reason: str | None = None) -> ReleaseInfo:
+    return bundle.describe_release(
         "ab" * 32,
         {"architecture": "small_cnn"},
-        {"model_version": version, "model_name": "cxml-model", "run_id": "r"},
-        {"decision": "pass"},
+        RunRecord(model_version=version, model_name="cxml-model", run_id="r"),
+        gate({"decision": "pass"}),
         {"accuracy": 0.9, "per_class_accuracy": {"0": 1.0}, "ok": True},
         version=None,
         forced_reason=forced_reason,
         created_at="2026-11-25T11:00:00Z",
-        serving=bundle.ServingConfig(),
+        serving=ServingConfig(),
     )
 
 
@@ -93,23 +108,41 @@ def test_release_record_takes_the_registry_version_and_numeric_metrics() -> None
         and info.model_name == "cxml-model"
     )
     assert info.metrics == {"accuracy": 0.9}
+    assert info.gate_decision == "pass" and info.run_id == "r"
+
+
+def test_release_metrics_come_from_evaluate_else_from_the_gate() -> None:
+    recorded = gate({"decision": "pass", "metrics": {"accuracy": 0.8}})
+    assert bundle.release_metrics({"accuracy": 0.9}, recorded) == {"accuracy": 0.9}
+    assert bundle.release_metrics(None, recorded) == {"accuracy": 0.8}
+    assert bundle.release_metrics(None, None) == {}
 
 
 def test_plan_uploads_under_a_temporary_name_then_activates() -> None:
-    plan = redeploy.plan_deploy(options(), release(), "/tmp/bundle", "n0nce")
-    assert plan.staging_dir == "/srv/cxml/incoming/4-abababababab.n0nce"
-    assert plan.release_dir == "/srv/cxml/releases/4-abababababab"
-    prepare, upload, activate = plan.steps
-    assert prepare.argv[0] == "ssh" and "deploy@serve.example" in prepare.argv
-    assert upload.argv[0] == "sftp" and upload.stdin is not None
+    deploy_plan = plan.plan_deploy(agent(), release(), "/tmp/bundle", "n0nce")
+    assert deploy_plan.staging_dir == "/srv/cxml/incoming/4-abababababab.n0nce"
+    assert deploy_plan.release_dir == "/srv/cxml/releases/4-abababababab"
+    prepare, upload, activate = deploy_plan.steps
+    assert prepare.argv[:4] == ("python3", "-m", "cxml.deploy.host", "prepare")
+    assert upload.channel == "sftp" and upload.argv == () and upload.stdin is not None
     batch = upload.stdin.splitlines()
     assert batch[0] == 'mkdir "/srv/cxml/incoming/4-abababababab.n0nce"'
     assert batch[-1].startswith('put "/tmp/bundle/SHA256SUMS"')  # the manifest goes last
-    remote = activate.argv[-1]
-    assert (
-        "cxml.deploy.host activate" in remote
-        and "--staging /srv/cxml/incoming/4-abababababab.n0nce" in remote
-    )
+    assert activate.argv[3] == "activate"
+    assert "--staging=/srv/cxml/incoming/4-abababababab.n0nce" in activate.argv
+    assert deploy_plan.cleanup is not None and deploy_plan.cleanup.argv[3] == "discard"
+
+
+def test_the_plan_holds_host_commands_and_the_executor_adds_ssh() -> None:
+    deploy_plan = plan.plan_deploy(agent(), release(), "/tmp/bundle", "n0nce")
+    _, upload, activate = deploy_plan.steps
+    assert all("ssh" not in step.argv and "sftp" not in step.argv for step in deploy_plan.steps)
+    local = ssh.local_argv(TARGET, activate)
+    assert local[0] == "ssh" and "deploy@serve.example" in local
+    assert local[-2:] == ["--", shlex.join(activate.argv)]
+    assert ssh.local_argv(TARGET, upload)[0] == "sftp"
+    limited = replace(TARGET, upload_limit_kbit_s=400)
+    assert ssh.local_argv(limited, upload)[-3:] == ["-l", "400", "deploy@serve.example"]
 
 
 @pytest.mark.parametrize("accept_new", [False, True])
@@ -126,22 +159,22 @@ def test_ssh_checks_the_host_key_against_the_given_file_only(accept_new: bool) -
 
 
 def test_forced_reason_and_host_options_reach_the_host() -> None:
-    opts = options(
-        mode="docker", docker_command="podman --runtime runc", public_url="http://127.0.0.1:8080"
+    host = agent(
+        mode="docker", docker=("podman", "--runtime", "runc"), public_url="http://127.0.0.1:8080"
     )
-    plan = redeploy.plan_deploy(opts, release(forced_reason="incident 7"), "/b", "n")
-    remote = plan.steps[2].argv[-1]
-    assert "--forced-reason 'incident 7'" in remote
-    assert (
-        "--docker-command 'podman --runtime runc'" in remote
-        and "--public-url http://127.0.0.1:8080" in remote
-    )
+    activate = plan.plan_deploy(host, release(forced_reason="-f incident 7"), "/b", "n").steps[2]
+    assert "--forced-reason=-f incident 7" in activate.argv
+    assert "--docker-command=podman --runtime runc" in activate.argv
+    assert "--public-url=http://127.0.0.1:8080" in activate.argv
+    remote = ssh.local_argv(TARGET, activate)[-1]
+    assert "'--forced-reason=-f incident 7'" in remote
+    assert "'--docker-command=podman --runtime runc'" in remote
 
 
 def test_keep_must_hold_current_and_previous() -> None:
     args = redeploy.parse_args(["--host", "h", "--keep", "1"])
-    with pytest.raises(DeployError, match="--keep"):
-        redeploy.options_from_args(args, None, "kh")
+    with pytest.raises(ConfigError, match="--keep"):
+        redeploy.host_agent(args)
 
 
 # --- credentials ----------------------------------------------------------------------------
@@ -162,7 +195,7 @@ def test_key_from_the_environment_is_a_private_temp_file_removed_afterwards() ->
 
 def test_no_known_hosts_is_refused_unless_accepting_new_keys() -> None:
     with (
-        pytest.raises(DeployError, match="no known_hosts"),
+        pytest.raises(ConfigError, match="no known_hosts"),
         ssh.credential_files(
             key_file=None,
             key_material=None,
@@ -183,23 +216,30 @@ def test_no_known_hosts_is_refused_unless_accepting_new_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stderr", "returncode", "phrase"),
+    ("stderr", "returncode", "phrase", "exit_code"),
     [
-        ("Host key verification failed.\n", 255, "does not match the known_hosts"),
-        ("root@h: Permission denied (publickey).\n", 255, "SSH key refused"),
-        ("ssh: connect to host h port 22: Connection refused\n", 255, "Connection refused"),
+        ("Host key verification failed.\n", 255, "does not match the known_hosts", 2),
+        ("root@h: Permission denied (publickey).\n", 255, "SSH key refused", 2),
+        ("ssh: connect to host h port 22: Connection refused\n", 255, "Connection refused", 3),
     ],
 )
-def test_connection_problems_are_named(stderr: str, returncode: int, phrase: str) -> None:
+def test_connection_problems_are_named(
+    stderr: str, returncode: int, phrase: str, exit_code: int
+) -> None:
     target = ssh.SshTarget("h")
-    problem = ssh.connection_problem(ssh.CommandResult(returncode, "", stderr), target)
-    assert problem is not None and phrase in problem
+    error = ssh.connection_error(ssh.CommandResult(returncode, "", stderr), target)
+    assert error is not None and phrase in str(error)
+    assert error.exit_code == exit_code  # a wrong key is the user's to fix; a dead network is not
 
 
-def test_a_remote_error_line_is_passed_on() -> None:
-    result = ssh.CommandResult(2, "", "host: starting\nerror: release 4 failed its health check\n")
-    assert ssh.connection_problem(result, ssh.SshTarget("h")) is None
+@pytest.mark.parametrize(("host_code", "exit_code"), [(2, 2), (3, 3), (1, 3), (127, 3)])
+def test_a_remote_error_line_is_passed_on(host_code: int, exit_code: int) -> None:
+    stderr = "host: starting\nerror: release 4 failed its health check\n"
+    result = ssh.CommandResult(host_code, "", stderr)
+    assert ssh.connection_error(result, ssh.SshTarget("h")) is None
     assert ssh.remote_error(result) == "release 4 failed its health check"
+    error = ssh.host_failure(result)
+    assert str(error) == "release 4 failed its health check" and error.exit_code == exit_code
 
 
 # --- the command line, as a process ---------------------------------------------------------
@@ -252,6 +292,23 @@ def test_dry_run_of_a_failed_gate_is_refused(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: the gate failed: rule 'accuracy >= 0.9' failed")
 
 
+@pytest.mark.parametrize(
+    ("gate_text", "phrase"),
+    [
+        ('{"decision": "maybe"}', "decision must be 'pass' or 'fail'"),
+        ("[]", "expected a JSON object"),
+    ],
+)
+def test_a_malformed_gate_file_is_an_input_error(
+    tmp_path: Path, gate_text: str, phrase: str
+) -> None:
+    workspace = write_workspace(tmp_path, "5")
+    (workspace / "gate.json").write_text(gate_text)
+    result = run_redeploy(workspace, "--host", "h", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and phrase in result.stderr
+
+
 def test_missing_model_names_the_fix(tmp_path: Path, workspace: Path) -> None:
     result = run_redeploy(workspace, "--host", "h", "--dry-run", "--model", str(tmp_path / "no.pt"))
     assert result.returncode == 2 and "run `cxml train` first" in result.stderr
@@ -302,10 +359,15 @@ def test_a_release_without_registry_version_does_not_touch_the_registry(
 
 
 def test_plan_rendering_lists_every_step() -> None:
-    opts = options()
-    plan = redeploy.plan_deploy(opts, release(), "/b", "n")
-    text = redeploy.render_plan(plan, opts, release())
+    deploy_plan = plan.plan_deploy(agent(), release(), "/b", "n")
+    text = plan.render_plan(
+        deploy_plan,
+        release(),
+        destination="serve.example:2222",
+        command_line=partial(ssh.local_argv, TARGET),
+    )
     assert text.count("\n  1. ") == 1 and "\n  3. " in text
+    assert "$ ssh " in text and "$ sftp " in text and "sftp> put" in text
     assert json.dumps(text)  # printable
 
 
@@ -323,23 +385,27 @@ def test_file_defaults_follow_params_outputs(
 
 
 def test_the_release_record_drops_tracking_credentials_from_run_info() -> None:
-    info = redeploy.describe_release(
+    info = bundle.describe_release(
         "ab" * 32,
         {"architecture": "small_cnn"},
-        {"model_version": "4", "tracking_uri": "https://ci:s3cr3t-token@mlflow.example.com:5000"},
-        {"decision": "pass"},
+        RunRecord(
+            model_version="4", tracking_uri="https://ci:s3cr3t-token@mlflow.example.com:5000"
+        ),
+        gate({"decision": "pass"}),
         {},
         version=None,
         forced_reason=None,
         created_at="2026-11-25T11:00:00Z",
-        serving=bundle.ServingConfig(),
+        serving=ServingConfig(),
     )
     assert info.to_dict()["tracking_uri"] == "https://mlflow.example.com:5000"
     assert "s3cr3t-token" not in json.dumps(info.to_dict())
 
 
 def test_the_host_gets_the_proxy_check_setting() -> None:
-    argv = redeploy.host_argv(options(proxy_check="nginx -t -c /etc/nginx/nginx.conf"), "activate")
-    assert argv[argv.index("--proxy-check") + 1] == "nginx -t -c /etc/nginx/nginx.conf"
-    default = redeploy.host_argv(options(), "activate")
-    assert default[default.index("--proxy-check") + 1] == "auto"
+    check = ("nginx", "-t", "-c", "/etc/nginx/nginx.conf")
+    assert "--proxy-check=nginx -t -c /etc/nginx/nginx.conf" in agent(proxy_check=check).command(
+        "activate"
+    )
+    assert "--proxy-check=auto" in agent().command("activate")
+    assert "--proxy-check=none" in agent(proxy_check=()).command("activate")

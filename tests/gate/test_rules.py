@@ -8,18 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-from cxml.gate.rules import (
-    decide,
-    evaluate_expr,
-    gate_table,
-    parse_rule,
-    parse_rules,
-    run_gate,
-)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cxml.core.errors import GateError
+from cxml.gate.decide import run_gate
+from cxml.gate.rules import decide, evaluate_expr, gate_table, parse_rule, parse_rules
+from cxml.records.gate import BaselineInfo, read_gate
 
 METRICS = {"accuracy": 0.95, "latency_p95_ms": 2.0, "f1_macro": 0.9, "per_class_accuracy.cat": 0.7}
 BASELINE = {
@@ -115,12 +110,25 @@ def test_run_gate_writes_gate_json(tmp_path: Path) -> None:
     decision = run_gate(
         ["accuracy >= 0.9", "per_class_accuracy.cat >= baseline"],
         metrics,
-        {"accuracy": 0.9, "per_class_accuracy": {"cat": 0.8}},
-        {"source": "git:main", "ref": "main", "description": "x", "metrics": None},
+        BaselineInfo(
+            source="git:main",
+            ref="main",
+            description="x",
+            metrics={"accuracy": 0.9, "per_class_accuracy": {"cat": 0.8}},
+        ),
         str(gate_path),
     )
     written = json.loads(gate_path.read_text())
+    assert list(written) == ["decision", "baseline", "metrics", "rules"]
     assert written["decision"] == decision.decision == "fail"
+    assert written["baseline"] == {
+        "source": "git:main",
+        "ref": "main",
+        "description": "x",
+        "metrics": {"accuracy": 0.9, "per_class_accuracy": {"cat": 0.8}},
+    }
+    assert written["metrics"] == {"accuracy": 0.95, "per_class_accuracy.cat": 0.7}
+    assert read_gate(gate_path) == decision  # what evaluate writes, the readers get back
     assert written["rules"][1] == {
         "rule": "per_class_accuracy.cat >= baseline",
         "metric": "per_class_accuracy.cat",

@@ -6,10 +6,10 @@ import socket
 import time
 
 import pytest
-from cxml.report.forges.github import CommentTarget, GitHubClient
-from cxml.report.forges.http import RetryPolicy, TimeBudget, retry_after_seconds
 
 from cxml.core.errors import ReportError
+from cxml.report.forges.github import CommentTarget, GitHubClient
+from cxml.report.forges.http import RetryPolicy, TimeBudget, retry_after_seconds
 from tests.support.github_server import FakeGitHub, github_server  # noqa: F401 - the fixture `fake` uses
 
 PR = CommentTarget("pr", number=7)

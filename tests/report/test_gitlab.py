@@ -18,12 +18,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from cxml.report.forges.gitlab import GitLabClient
-from cxml.report.forges.http import RetryPolicy
-from cxml.report.step import main
 
 from cxml.core.console import run_entry_point
 from cxml.core.errors import ReportError
+from cxml.report.forges.gitlab import GitLabClient
+from cxml.report.forges.http import RetryPolicy
+from cxml.report.step import main
 from tests.support.report import Workspace, clean_env, workspace  # noqa: F401 - fixtures `ws` uses
 
 TOKEN = "glpat-fakeProjectToken123"
@@ -228,5 +228,26 @@ def test_report_file_is_written_even_when_gitlab_is_down(
     monkeypatch.setenv("CI_PROJECT_ID", "1")
     monkeypatch.setenv("CI_API_V4_URL", "http://127.0.0.1:9/api/v4")
     monkeypatch.setenv("GITLAB_TOKEN", TOKEN)
-    assert run_entry_point(main, ["--no-images", "--timeout", "1"]) == 2
+    assert run_entry_point(main, ["--no-images", "--timeout", "1"]) == 3  # GitLab failed
     assert (ws.root / "report.md").exists()
+
+
+def test_publish_images_on_gitlab_warns_and_still_posts_the_note(
+    ws: Workspace,
+    gitlab: FakeGitLab,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in {
+        "CI_MERGE_REQUEST_IID": "5",
+        "CI_PROJECT_ID": PROJECT,
+        "CI_API_V4_URL": gitlab.api_url,
+        "GITLAB_TOKEN": TOKEN,
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert run_entry_point(main, ["--publish-images"]) == 0
+    out = capsys.readouterr()
+    assert "warning: --publish-images works on GitHub only; the comment links no images" in out.err
+    assert "created note on merge request !5" in out.out
+    (note,) = gitlab.notes.values()
+    assert "![" not in note["body"]

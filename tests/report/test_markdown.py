@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cxml.core.errors import RecordError
+from cxml.records.gate import parse_gate
 from cxml.report.markdown import (
     GITHUB_COMMENT_LIMIT,
-    ParamChange,
-    ReportData,
-    RunLinks,
     build_report,
-    diff_params,
     fit_to_limit,
     format_delta,
     has_watermark,
@@ -23,75 +23,8 @@ from cxml.report.markdown import (
     watermark,
 )
 from cxml.report.mermaid import number, quote, thin_indices
-from cxml.report.model import ConfusionMatrix, GateResult, GateRule, PerClassRow, parse_gate
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-
-def rule(
-    text: str, value: float, threshold: float | None, result: str, **extra: object
-) -> GateRule:
-    fields: dict[str, object] = {
-        "rule": text,
-        "metric": text.split()[0],
-        "value": value,
-        "threshold": threshold,
-        "baseline": None,
-        "result": result,
-        "relative": False,
-        "reason": None,
-    }
-    fields.update(extra)
-    return GateRule(**fields)  # type: ignore[arg-type]
-
-
-def gate(
-    decision: str = "pass",
-    baseline: dict[str, float] | None = None,
-    rules: tuple[GateRule, ...] = (),
-) -> GateResult:
-    return GateResult(
-        decision=decision,  # type: ignore[arg-type]
-        rules=rules or (rule("accuracy >= 0.9", 0.97, 0.9, "pass"),),
-        baseline_metrics=baseline,
-        baseline_ref="origin/main" if baseline is not None else None,
-        baseline_source="git:origin/main" if baseline is not None else "none",
-        baseline_description="metrics/eval.json at origin/main"
-        if baseline is not None
-        else "no baseline",
-    )
-
-
-def report_data(**changes: object) -> ReportData:
-    data = ReportData(
-        name="digits",
-        metrics={
-            "accuracy": 0.97,
-            "latency_p95_ms": 1.5,
-            "num_test_images": 270.0,
-            "per_class_accuracy.0": 0.99,
-        },
-        gate=gate(
-            baseline={
-                "accuracy": 0.96,
-                "latency_p95_ms": 1.2,
-                "num_test_images": 270.0,
-                "per_class_accuracy.0": 0.98,
-            }
-        ),
-        links=RunLinks(
-            version="0.1.0",
-            commit="0123456789abcdef",
-            run_url="https://github.com/o/r/actions/runs/5",
-        ),
-        per_class=(PerClassRow("0", 0.99, 27),),
-        confusion=ConfusionMatrix(("0", "1"), ((26, 1), (0, 27))),
-        param_changes=(ParamChange("train.lr", 0.05, 0.1),),
-        train_curve=(
-            {"epoch": 1.0, "loss": 1.0, "val_loss": 1.1, "accuracy": 0.5, "val_accuracy": 0.45},
-        ),
-    )
-    return replace(data, **changes)  # type: ignore[arg-type]
+from cxml.report.model import ParamChange, PerClassRow, ReportData, diff_params
+from tests.report.samples import gate, report_data, rule
 
 
 def render_gfm(markdown: str) -> str:
@@ -125,9 +58,9 @@ def test_metrics_table_rows_carry_both_values_delta_and_judgement() -> None:
 
 
 def test_missing_baseline_is_shown_as_such() -> None:
-    no_baseline = replace(
-        gate(baseline=None),
-        baseline_description="no baseline: metrics/eval.json is not committed at origin/main",
+    no_baseline = gate(
+        baseline=None,
+        no_baseline_because="no baseline: metrics/eval.json is not committed at origin/main",
     )
     text = fit_to_limit(
         build_report(report_data(gate=no_baseline)), limit=GITHUB_COMMENT_LIMIT, hint="x"
@@ -188,9 +121,7 @@ def test_gate_table_shows_skipped_rules_with_reason() -> None:
     ],
 )
 def test_malformed_gate_json_names_the_problem_and_the_fix(document: object, problem: str) -> None:
-    from cxml.core.errors import ReportError
-
-    with pytest.raises(ReportError, match=re.escape(problem)) as caught:
+    with pytest.raises(RecordError, match=re.escape(problem)) as caught:
         parse_gate(document)
     assert "re-run `cxml evaluate`" in str(caught.value)
     assert "\n" not in str(caught.value)

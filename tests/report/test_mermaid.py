@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cxml.report.markdown import build_report, fit_to_limit
 from cxml.report.model import PerClassRow
-
-from tests.report.test_markdown import gate, report_data
+from tests.report.samples import gate, report_data
 
 MERMAID_DIR = Path(__file__).resolve().parents[1] / "support" / "mermaid"
 

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cxml.report.step import main
 
 from cxml.core.console import run_entry_point
+from cxml.report.step import main
 from tests.support.github_server import FakeGitHub, github_server, pull_request_event, push_event  # noqa: F401
 from tests.support.report import Workspace, clean_env, workspace  # noqa: F401 - fixtures `ws` uses
 
@@ -236,6 +236,28 @@ def test_target_none_posts_nothing(
     assert "cxml-report" in files["summary"].read_text()
 
 
+def test_target_none_with_publish_images_publishes_and_posts_no_comment(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_actions(
+        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
+    )
+    assert report("--target", "none", "--publish-images") == 0
+    assert len(fake.branch_files("cxml-assets")) == 3
+    assert fake.issue_comments(7) == []
+    out = capsys.readouterr().out
+    assert "report: published 3 images to branch cxml-assets" in out
+    assert "report: --target none; nothing posted" in out
+    assert (
+        f"/blob/{fake.refs['refs/heads/cxml-assets']}/{HEAD_SHA}/"
+        in (ws.root / "report.md").read_text()
+    )
+
+
 def test_publish_images_pushes_pngs_to_the_assets_branch_and_links_them(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,7 +371,7 @@ def test_api_down_fails_within_the_timeout(
     down = FakeGitHub()  # bound, then closed: nothing listens on its port
     down.stop()
     in_actions(monkeypatch, down, tmp_path, "pull_request", pull_request_event(7))
-    assert report("--no-images", "--timeout", "1") == 2
+    assert report("--no-images", "--timeout", "1") == 3  # the forge failed, not the input
     err = capsys.readouterr().err
     assert "GitHub API at 127.0.0.1" in err and "did not complete GET" in err
     assert (ws.root / "report.md").exists()  # the report itself is still there to read
@@ -367,7 +389,7 @@ def test_api_answering_503_forever_ends_within_the_timeout_for_the_whole_deliver
         fake.fail_next(method, r"", status=503, times=10_000)
     started = time.monotonic()
     # Images, then the comment: each used to get the whole --timeout (twice the budget in all).
-    assert report("--publish-images", "--timeout", "4") == 2
+    assert report("--publish-images", "--timeout", "4") == 3  # the forge failed, not the input
     elapsed = time.monotonic() - started
     # The old per-request budgets took 7.1 s here; 2.5 s of slack keeps a loaded CI machine green.
     assert elapsed < 4 + 2.5, f"took {elapsed:.1f} s with --timeout 4"
@@ -436,9 +458,8 @@ def test_python_dash_m_entry_point(ws: Workspace) -> None:
 
 
 def test_write_report_is_the_report_for_cxml_run(ws: Workspace) -> None:
-    from cxml.report.step import write_report
-
     from cxml.core.config import load_params
+    from cxml.report.build import write_report
 
     path = write_report(load_params("params.yaml"), Path("params.yaml"))
     assert path == Path("report.md")

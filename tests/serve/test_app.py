@@ -13,9 +13,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cxml.core.errors import CxmlError, DeployError
-from cxml.deploy import bundle
-from cxml.serve import app as serve
+from cxml.core.errors import ConfigError, DeployError
+from cxml.records import release as bundle
+from cxml.serve.app import INTERNAL_ERROR, create_app
+from cxml.serve.service import PredictionService
+from cxml.serve.settings import DEFAULT_MAX_IMAGE_PIXELS, default_threads, default_workers
+from cxml.serve.step import parse_args, settings_from_args
 from tests.support.deploy import PYTHON, free_port, make_model_file, png_bytes
 
 
@@ -44,21 +47,21 @@ def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).directory
 
 
-def make_service(release_dir: Path, *extra: str) -> serve.PredictionService:
-    args = serve.parse_args(["--bundle", str(release_dir), "--device", "cpu", *extra])
-    return serve.PredictionService(serve.settings_from_args(args))
+def make_service(release_dir: Path, *extra: str) -> PredictionService:
+    args = parse_args(["--bundle", str(release_dir), "--device", "cpu", *extra])
+    return PredictionService(settings_from_args(args))
 
 
 @pytest.fixture(scope="module")
-def service(release_dir: Path) -> serve.PredictionService:
+def service(release_dir: Path) -> PredictionService:
     service = make_service(release_dir)
     service.warm_up()
     return service
 
 
 @pytest.fixture
-def client(service: serve.PredictionService) -> Iterator[TestClient]:
-    with TestClient(serve.create_app(service)) as test_client:
+def client(service: PredictionService) -> Iterator[TestClient]:
+    with TestClient(create_app(service)) as test_client:
         yield test_client
 
 
@@ -79,7 +82,7 @@ def test_one_image_as_multipart(client: TestClient) -> None:
 
 
 def test_a_batch_gets_one_prediction_per_image_in_order(
-    client: TestClient, service: serve.PredictionService
+    client: TestClient, service: PredictionService
 ) -> None:
     images = [png_bytes(v) for v in (0, 60, 120, 180, 255)]
     batch = client.post("/predict", files=multipart(*images)).json()["predictions"]
@@ -214,13 +217,13 @@ def test_a_header_claiming_a_huge_image_is_a_413_naming_the_limit(
         response = client.post("/predict", files=multipart(png_header(side, side)))
     assert response.status_code == 413, response.text
     error = response.json()["error"]
-    assert f"over the limit of {serve.DEFAULT_MAX_IMAGE_PIXELS}" in error and "smaller" in error
+    assert f"over the limit of {DEFAULT_MAX_IMAGE_PIXELS}" in error and "smaller" in error
 
 
 def test_too_many_multipart_files_is_a_413_in_the_service_format(release_dir: Path) -> None:
     fresh = make_service(release_dir)
     fresh.warm_up()
-    with TestClient(serve.create_app(fresh)) as client:
+    with TestClient(create_app(fresh)) as client:
         response = client.post("/predict", files=multipart(*[png_bytes()] * 20))  # limit 8
         assert response.status_code == 413, response.text
         assert response.json() == {
@@ -239,7 +242,7 @@ def test_too_many_multipart_files_is_a_413_in_the_service_format(release_dir: Pa
 def test_wrong_size_is_refused_when_resizing_is_off(release_dir: Path) -> None:
     strict = make_service(release_dir, "--no-resize")
     strict.warm_up()
-    with TestClient(serve.create_app(strict)) as client:
+    with TestClient(create_app(strict)) as client:
         response = client.post("/predict", files=multipart(png_bytes(size=(9, 8))))
         assert response.status_code == 422 and "takes 8x8" in response.json()["error"]
         assert client.post("/predict", files=multipart(png_bytes())).status_code == 200
@@ -260,7 +263,7 @@ def test_garbage_never_gives_a_500(client: TestClient) -> None:
 
 def test_healthz_is_ready_only_after_warm_up(release_dir: Path) -> None:
     cold = make_service(release_dir)
-    with TestClient(serve.create_app(cold)) as client:
+    with TestClient(create_app(cold)) as client:
         assert client.get("/healthz").status_code == 503
         cold.warm_up()
         response = client.get("/healthz")
@@ -278,7 +281,7 @@ def test_version_reports_the_release(client: TestClient) -> None:
 def test_metrics_count_requests_errors_and_latency(release_dir: Path) -> None:
     fresh = make_service(release_dir)
     fresh.warm_up()
-    with TestClient(serve.create_app(fresh)) as client:
+    with TestClient(create_app(fresh)) as client:
         client.post("/predict", files=multipart(png_bytes(), png_bytes()))
         client.post("/predict", files=multipart(b"nope"))
         text = client.get("/metrics").text
@@ -304,14 +307,14 @@ def test_errors_outside_the_handler_are_counted_and_answered_in_the_service_form
     network.load_state_dict(state)
     broken = tmp_path / "model.pt"
     models.save_model_file(broken, network, dataclasses.replace(metadata, class_names=()))
-    service = serve.PredictionService(
-        serve.settings_from_args(serve.parse_args(["--model", str(broken), "--device", "cpu"]))
+    service = PredictionService(
+        settings_from_args(parse_args(["--model", str(broken), "--device", "cpu"]))
     )
     service.warm_up()
-    with TestClient(serve.create_app(service)) as client:
+    with TestClient(create_app(service)) as client:
         failed = client.post("/predict", files=multipart(png_bytes()))
         assert failed.status_code == 500
-        assert failed.json() == {"error": serve.INTERNAL_ERROR}
+        assert failed.json() == {"error": INTERNAL_ERROR}
         assert client.get("/nowhere").status_code == 404
         assert client.get("/predict").status_code == 405
         text = client.get("/metrics").text
@@ -329,18 +332,18 @@ def test_a_tampered_bundle_does_not_start(tmp_path: Path, release_dir: Path) -> 
     shutil.copytree(release_dir, copy)
     (copy / "release.json").write_text((copy / "release.json").read_text().replace('"7"', '"8"'))
     with pytest.raises(DeployError, match="does not match its sha256"):
-        serve.settings_from_args(serve.parse_args(["--bundle", str(copy)]))
+        settings_from_args(parse_args(["--bundle", str(copy)]))
 
 
 def test_bare_model_file_and_option_checks(tmp_path: Path, release_dir: Path) -> None:
-    settings = serve.settings_from_args(
-        serve.parse_args(["--model", str(release_dir / "model.pt"), "--model-version", "9"])
+    settings = settings_from_args(
+        parse_args(["--model", str(release_dir / "model.pt"), "--model-version", "9"])
     )
     assert settings.model_version == "9" and settings.release_name.startswith("9-")
-    with pytest.raises(CxmlError, match="file not found"):
-        serve.settings_from_args(serve.parse_args(["--model", str(tmp_path / "none.pt")]))
-    with pytest.raises(CxmlError, match="--threads"):
-        serve.settings_from_args(serve.parse_args(["--bundle", str(release_dir), "--threads", "0"]))
+    with pytest.raises(ConfigError, match="file not found"):
+        settings_from_args(parse_args(["--model", str(tmp_path / "none.pt")]))
+    with pytest.raises(ConfigError, match="--threads"):
+        settings_from_args(parse_args(["--bundle", str(release_dir), "--threads", "0"]))
 
 
 @pytest.mark.slow
@@ -394,7 +397,7 @@ def test_a_real_serve_process_answers_and_stops_cleanly(release_dir: Path, tmp_p
 
 
 def test_folded_model_gives_the_reference_probabilities(
-    service: serve.PredictionService, release_dir: Path
+    service: PredictionService, release_dir: Path
 ) -> None:
     import torch
 
@@ -409,9 +412,9 @@ def test_folded_model_gives_the_reference_probabilities(
 
 
 def test_default_workers_and_threads_fit_the_cores() -> None:
-    assert serve.default_workers("cuda:0") == 1
-    assert 1 <= serve.default_workers("cpu") <= 4
-    assert serve.default_threads(4) >= 1
+    assert default_workers("cuda:0") == 1
+    assert 1 <= default_workers("cpu") <= 4
+    assert default_threads(4) >= 1
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def test_champion_is_the_baseline(workdir: Path) -> None:
     """With no git baseline, `auto` falls back to the registry's champion."""
     write_params(workdir, "train:\n  epochs: 2\n  batch_size: 128\n")
     assert run_cxml("run", "--no-fail", cwd=workdir).returncode == 0
-    from cxml.tracking.runs import set_model_alias
+    from cxml.tracking.registry import set_model_alias
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     set_model_alias(uri, "cxml-model", "1", "champion")

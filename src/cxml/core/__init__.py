@@ -1,3 +1,3 @@
-"""What every part shares: errors, environment, files, params.yaml, console, GitHub Actions I/O.
+"""What every part shares: errors, env, files, params.yaml, console, Actions I/O, redaction, git.
 
 Imports nothing else of cxml."""

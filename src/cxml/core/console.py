@@ -8,8 +8,6 @@ from collections.abc import Callable, Sequence
 from cxml.core import env, ghactions
 from cxml.core.errors import CxmlError
 
-EXIT_USAGE_OR_INPUT = 2
-
 
 def info(message: str) -> None:
     print(message, flush=True)
@@ -31,12 +29,12 @@ def report_error(error: CxmlError) -> None:
 def run_entry_point(
     main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
 ) -> int:
-    """Call a step's main; a CxmlError becomes one `error:` line and exit code 2."""
+    """Call a step's main; a CxmlError becomes one `error:` line and its kind's exit code."""
     try:
         return main(argv)
     except CxmlError as exc:
         report_error(exc)
-        return EXIT_USAGE_OR_INPUT
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

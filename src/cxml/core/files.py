@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cxml.core.errors import CxmlError
+from cxml.core.errors import RecordError
 
 
 @contextmanager
@@ -61,11 +61,11 @@ def write_json(target: str | Path, data: Any) -> None:
 def read_json(path: str | Path, *, what: str = "file") -> Any:
     path = Path(path)
     if not path.exists():
-        raise CxmlError(f"{path}: {what} not found; run the step that writes it first")
+        raise RecordError(f"{path}: {what} not found; run the step that writes it first")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxmlError(
+        raise RecordError(
             f"{path}: {what} is not valid JSON ({exc}); re-run the step that writes it"
         ) from None
 

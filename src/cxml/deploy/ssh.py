@@ -1,7 +1,13 @@
-"""The system OpenSSH client (ssh, sftp): a checked host key, a key that never reaches the log."""
+"""The executor: runs a plan's steps with the system OpenSSH client (ssh, sftp).
+
+A step holds only the host command (or an sftp batch); this module adds ssh or sftp with a
+checked host key and a key file that never reaches the log, runs it, and turns a failure into
+one error of the right kind (a refused key or host key: the user's to fix; the rest: runtime).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -12,8 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cxml.core.errors import DeployError
+from cxml.core.console import info
+from cxml.core.errors import EXIT_INPUT, EXIT_RUNTIME, ConfigError, CxmlError, DeployError
+from cxml.deploy.plan import PlanStep
 
 HOST_KEY_PROBLEMS = (
     "Host key verification failed",
@@ -33,6 +42,7 @@ class SshTarget:
     known_hosts_file: str = "<known_hosts>"
     accept_new_host_key: bool = False
     connect_timeout_s: int = 15
+    upload_limit_kbit_s: int | None = None
 
     @property
     def destination(self) -> str:
@@ -83,19 +93,6 @@ def sftp_argv(target: SshTarget, limit_kbit_s: int | None = None) -> list[str]:
     return [*argv, target.destination]
 
 
-def sftp_upload_batch(files: Sequence[tuple[str, str]], remote_dir: str) -> str:
-    """sftp commands: make `remote_dir`, then put each (local, remote name) into it."""
-    lines = [f"mkdir {_sftp_quote(remote_dir)}"]
-    lines += [
-        f"put {_sftp_quote(local)} {_sftp_quote(remote_dir + '/' + name)}" for local, name in files
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _sftp_quote(path: str) -> str:
-    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @dataclass(frozen=True)
 class SshCredentials:
     key_file: str | None
@@ -124,11 +121,11 @@ def credential_files(
             try:
                 contents += "\n" + Path(known_hosts_file).read_text(encoding="utf-8")
             except OSError as exc:
-                raise DeployError(
+                raise ConfigError(
                     f"--known-hosts-file {known_hosts_file}: cannot read it ({exc.strerror})"
                 ) from None
         if not contents.strip() and not accept_new_host_key:
-            raise DeployError(
+            raise ConfigError(
                 "no known_hosts for the deploy host: pass --known-hosts (the output of "
                 "`ssh-keyscan` checked "
                 "out of band) or set CXML_KNOWN_HOSTS; --accept-new-host-key trusts the "
@@ -209,22 +206,22 @@ def run_command(
     return CommandResult(returncode, stdout, "".join(stderr_lines))
 
 
-def connection_problem(result: CommandResult, target: SshTarget) -> str | None:
-    """A one-line reason when ssh/sftp could not connect or log in (not a remote failure)."""
+def connection_error(result: CommandResult, target: SshTarget) -> CxmlError | None:
+    """The error when ssh/sftp could not connect or log in (not a remote failure), else None."""
     text = result.stderr
     if any(marker in text for marker in HOST_KEY_PROBLEMS):
-        return (
+        return ConfigError(
             f"host key of {target.host} port {target.port} does not match the known_hosts "
             "given; refusing to "
             "connect. Check the host's key out of band and update --known-hosts / CXML_KNOWN_HOSTS"
         )
     if "Permission denied" in text:
-        return (
+        return ConfigError(
             f"{target.label}: SSH key refused (permission denied); check --user and the deploy key"
         )
     if result.returncode == 255:
         last = _last_line(text) or "connection failed"
-        return (
+        return DeployError(
             f"{target.label}: SSH connection failed ({last}); check --host, --port and the network"
         )
     return None
@@ -236,6 +233,41 @@ def remote_error(result: CommandResult) -> str:
         if line.startswith("error: "):
             return line.removeprefix("error: ")
     return _last_line(result.stderr) or f"exit code {result.returncode}"
+
+
+def host_failure(result: CommandResult) -> DeployError:
+    """A failed host command, with the host's own exit code when it is one of cxml's kinds."""
+    code = result.returncode if result.returncode in (EXIT_INPUT, EXIT_RUNTIME) else None
+    return DeployError(remote_error(result), exit_code=code)
+
+
+def local_argv(target: SshTarget, step: PlanStep) -> list[str]:
+    """What runs here for a step: sftp with its batch for an upload, else ssh with the command."""
+    if step.channel == "sftp":
+        return sftp_argv(target, target.upload_limit_kbit_s)
+    return ssh_argv(target, step.argv)
+
+
+def run_step(step: PlanStep, target: SshTarget, *, echo_host: bool = True) -> dict[str, Any]:
+    """Run one step; returns the JSON object the host printed last ({} if none)."""
+    info(f"- {step.title}")
+    result = run_command(
+        local_argv(target, step),
+        stdin_text=step.stdin,
+        echo_prefix="  host: " if echo_host else None,
+    )
+    if result.returncode != 0:
+        raise connection_error(result, target) or host_failure(result)
+    return last_json_object(result.stdout)
+
+
+def last_json_object(stdout: str) -> dict[str, Any]:
+    last = (stdout.strip().splitlines() or ["{}"])[-1]
+    try:
+        parsed = json.loads(last)
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _last_line(text: str) -> str:

@@ -1,1 +1,1 @@
-"""The gate: the rule language (pure) and where the baseline comes from."""
+"""The gate: its rule language (pure), deciding it, and where the baseline comes from."""

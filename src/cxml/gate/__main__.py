@@ -1,6 +1,6 @@
 """`python -m cxml.gate`."""
 
 from cxml.core.console import run_entry_point
-from cxml.gate.rules import main
+from cxml.gate.step import main
 
 raise SystemExit(run_entry_point(main))

@@ -3,71 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cxml.core import env
 from cxml.core.errors import ConfigError
+from cxml.core.git import git_show, ref_exists
+from cxml.records.gate import NO_BASELINE, BaselineInfo
 
-
-@dataclass(frozen=True)
-class Baseline:
-    """The metrics to compare against, and a description of where they came from."""
-
-    source: str
-    """`git:<ref>`, `champion`, or `none`."""
-    description: str
-    metrics: dict[str, Any] | None
-    ref: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "ref": self.ref,
-            "description": self.description,
-            "metrics": self.metrics,
-        }
-
-
-NO_BASELINE = Baseline(source="none", description="no baseline", metrics=None)
-
-
-def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
-    )
-
-
-def git_toplevel(start: str | Path = ".") -> Path | None:
-    try:
-        result = _git(["rev-parse", "--show-toplevel"], Path(start))
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return None
-    return Path(result.stdout.strip()) if result.returncode == 0 else None
-
-
-def ref_exists(ref: str, cwd: str | Path = ".") -> bool:
-    try:
-        result = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], Path(cwd))
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
-def git_show(path: str | Path, ref: str) -> str | None:
-    """The contents of `path` (relative to the current directory) at git `ref`, or None."""
-    top = git_toplevel()
-    if top is None:
-        return None
-    absolute = Path(path).resolve()
-    try:
-        relative = absolute.relative_to(top.resolve())
-    except ValueError:
-        return None
-    result = _git(["show", f"{ref}:{relative.as_posix()}"], top)
-    return result.stdout if result.returncode == 0 else None
+ChampionLookup = Callable[[], dict[str, Any] | None]
+"""Returns the registry champion's metrics (or None); called only when the registry is asked."""
 
 
 def default_base_refs() -> list[str]:
@@ -95,8 +41,8 @@ def resolve_baseline(
     spec: str,
     metrics_path: str | Path,
     *,
-    champion_lookup: Any = None,
-) -> Baseline:
+    champion_lookup: ChampionLookup | None = None,
+) -> BaselineInfo:
     """Turn `auto | git:<ref> | champion | none` into baseline metrics.
 
     `champion_lookup` is a zero-argument callable returning the champion's metrics (or None);
@@ -121,7 +67,7 @@ def resolve_baseline(
         champion = _baseline_from_champion(champion_lookup)
         if champion.metrics is not None:
             return champion
-        return Baseline(
+        return BaselineInfo(
             source="none",
             description=(
                 f"no baseline: {Path(metrics_path).as_posix()} is not committed at "
@@ -137,7 +83,7 @@ def resolve_baseline(
     )
 
 
-def _baseline_from_git(ref: str, metrics_path: str | Path, *, required: bool) -> Baseline:
+def _baseline_from_git(ref: str, metrics_path: str | Path, *, required: bool) -> BaselineInfo:
     if required and not ref_exists(ref):
         raise ConfigError(
             f"baseline: git ref {ref!r} not found; fetch it (actions/checkout with fetch-depth: 0) "
@@ -146,16 +92,16 @@ def _baseline_from_git(ref: str, metrics_path: str | Path, *, required: bool) ->
     metrics = metrics_at_ref(metrics_path, ref)
     where = f"{Path(metrics_path).as_posix()} at {ref}"
     if metrics is None:
-        return Baseline(
+        return BaselineInfo(
             source=f"git:{ref}", ref=ref, description=f"no baseline: no {where}", metrics=None
         )
-    return Baseline(source=f"git:{ref}", ref=ref, description=where, metrics=metrics)
+    return BaselineInfo(source=f"git:{ref}", ref=ref, description=where, metrics=metrics)
 
 
-def _baseline_from_champion(champion_lookup: Any) -> Baseline:
+def _baseline_from_champion(champion_lookup: ChampionLookup | None) -> BaselineInfo:
     metrics = champion_lookup() if champion_lookup is not None else None
     if metrics is None:
-        return Baseline(
+        return BaselineInfo(
             source="champion", description="no baseline: the registry has no champion", metrics=None
         )
-    return Baseline(source="champion", description="registry alias champion", metrics=metrics)
+    return BaselineInfo(source="champion", description="registry alias champion", metrics=metrics)

@@ -1,20 +1,14 @@
-"""Gate rules (`accuracy >= baseline - 0.005`): parse, decide against metrics and baseline, record.
-
-`python -m cxml.gate` re-decides the gate from metrics/eval.json without re-evaluating.
-"""
+"""The gate's rule language (`accuracy >= baseline - 0.005`), pure: parse, decide, tabulate."""
 
 from __future__ import annotations
 
-import argparse
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from cxml.core.errors import GateError
-
-Result = Literal["pass", "fail", "skipped"]
+from cxml.records.gate import Decision, GateResult, GateRule, RuleOutcome
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -95,7 +89,9 @@ def evaluate_expr(expr: Expr, baseline: float | None) -> float:
 
 
 @dataclass(frozen=True)
-class GateRule:
+class Rule:
+    """A parsed rule: `metric op threshold`, the threshold an expression that may use `baseline`."""
+
     text: str
     metric: str
     op: str
@@ -156,7 +152,7 @@ class _Parser:
         self.position += 1
         return token
 
-    def rule(self) -> GateRule:
+    def rule(self) -> Rule:
         first = self.take()
         if first.kind != "name" or first.text == "baseline":
             raise self.fail("it must start with a metric name")
@@ -166,7 +162,7 @@ class _Parser:
         threshold = self.expr()
         if self.peek() is not None:
             raise self.fail(f"unexpected {self.peek().text!r}")  # type: ignore[union-attr]
-        return GateRule(
+        return Rule(
             text=self.text.strip(), metric=first.text, op=comparison.text, threshold=threshold
         )
 
@@ -202,13 +198,13 @@ class _Parser:
         raise self.fail(f"unexpected {token.text!r}")
 
 
-def parse_rule(text: str) -> GateRule:
+def parse_rule(text: str) -> Rule:
     if not isinstance(text, str) or not text.strip():
         raise GateError(f"gate rule {text!r}: empty rule; write rules like {EXAMPLES}")
     return _Parser(text).rule()
 
 
-def parse_rules(texts: Sequence[str], known_metrics: Sequence[str] | None = None) -> list[GateRule]:
+def parse_rules(texts: Sequence[str], known_metrics: Sequence[str] | None = None) -> list[Rule]:
     """Parse every rule; with `known_metrics`, an unknown metric name is an error listing them."""
     rules = [parse_rule(text) for text in texts]
     if known_metrics is not None:
@@ -228,60 +224,26 @@ def _metric_sort_key(name: str) -> tuple[int, str]:
 # --- deciding -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RuleResult:
-    rule: str
-    metric: str
-    op: str
-    value: float | None
-    baseline: float | None
-    threshold: float | None
-    result: Result
-    relative: bool
-    reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "metric": self.metric,
-            "op": self.op,
-            "value": self.value,
-            "baseline": self.baseline,
-            "threshold": self.threshold,
-            "result": self.result,
-            "relative": self.relative,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    rules: tuple[RuleResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(r.result != "fail" for r in self.rules)
-
-    @property
-    def decision(self) -> Literal["pass", "fail"]:
-        return "pass" if self.passed else "fail"
-
-    @property
-    def failed_rules(self) -> list[RuleResult]:
-        return [r for r in self.rules if r.result == "fail"]
-
-
 def check_rule(
-    rule: GateRule, metrics: Mapping[str, float], baseline: Mapping[str, float] | None
-) -> RuleResult:
+    rule: Rule, metrics: Mapping[str, float], baseline: Mapping[str, float] | None
+) -> GateRule:
+    """One rule against the (flat) metrics and baseline metrics: pass, fail or skipped, and why."""
     value = metrics.get(rule.metric)
     base = baseline.get(rule.metric) if baseline is not None else None
 
     def result(
-        outcome: Result, threshold: float | None = None, reason: str | None = None
-    ) -> RuleResult:
-        return RuleResult(
-            rule.text, rule.metric, rule.op, value, base, threshold, outcome, rule.relative, reason
+        outcome: RuleOutcome, threshold: float | None = None, reason: str | None = None
+    ) -> GateRule:
+        return GateRule(
+            rule=rule.text,
+            metric=rule.metric,
+            op=rule.op,
+            value=value,
+            baseline=base,
+            threshold=threshold,
+            result=outcome,
+            relative=rule.relative,
+            reason=reason,
         )
 
     if value is None:
@@ -298,19 +260,25 @@ def check_rule(
 
 
 def decide(
-    rules: Sequence[GateRule], metrics: Mapping[str, float], baseline: Mapping[str, float] | None
-) -> GateDecision:
-    return GateDecision(tuple(check_rule(rule, metrics, baseline) for rule in rules))
+    rules: Sequence[Rule], metrics: Mapping[str, float], baseline: Mapping[str, float] | None
+) -> GateResult:
+    """The gate: it fails when any rule fails (a skipped rule does not fail it).
+
+    `metrics` and `baseline` are flat (`per_class_accuracy.3`); the result records `metrics`,
+    and its `baseline` is left for the caller, who knows where the baseline came from."""
+    checked = tuple(check_rule(rule, metrics, baseline) for rule in rules)
+    decision: Decision = "fail" if any(rule.result == "fail" for rule in checked) else "pass"
+    return GateResult(decision=decision, rules=checked, metrics=dict(metrics))
 
 
-# --- presenting and recording -----------------------------------------------------------------------
+# --- presenting -----------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def gate_table(decision: GateDecision) -> str:
+def gate_table(decision: GateResult) -> str:
     """A plain-text table for logs: rule | value | baseline | threshold | result."""
     header = ("rule", "value", "baseline", "threshold", "result")
     rows = [
@@ -333,88 +301,3 @@ def gate_table(decision: GateDecision) -> str:
         "PASS" if decision.passed else "FAIL: " + "; ".join(r.rule for r in decision.failed_rules)
     )
     return "\n".join([*lines, f"gate: {verdict}"])
-
-
-def gate_record(
-    decision: GateDecision, metrics: Mapping[str, float], baseline: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "decision": decision.decision,
-        "baseline": baseline,
-        "metrics": dict(metrics),
-        "rules": [r.to_dict() for r in decision.rules],
-    }
-
-
-def run_gate(
-    rule_texts: Sequence[str],
-    metrics: Mapping[str, Any],
-    baseline_metrics: Mapping[str, Any] | None,
-    baseline_info: dict[str, Any],
-    gate_path: str,
-) -> GateDecision:
-    """Parse, decide, write gate.json and print the table; shared by evaluate and `cxml gate`."""
-    from cxml.core import console, files
-    from cxml.core.metrics import flatten
-
-    flat = flatten(metrics)
-    flat_baseline = flatten(baseline_metrics) if baseline_metrics is not None else None
-    rules = parse_rules(rule_texts, known_metrics=list(flat))
-    decision = decide(rules, flat, flat_baseline)
-    files.write_json(gate_path, gate_record(decision, flat, baseline_info))
-    console.info(gate_table(decision))
-    return decision
-
-
-def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    """--baseline, --gate and --no-fail: shared by `cxml gate` and `cxml evaluate`."""
-    parser.add_argument(
-        "--baseline",
-        default=None,
-        help="auto | git:<ref> | <ref> | champion | none (default: evaluate.baseline)",
-    )
-    parser.add_argument(
-        "--gate",
-        action="append",
-        default=None,
-        metavar="RULE",
-        help="a gate rule (repeatable); replaces evaluate.gate",
-    )
-    parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the gate fails")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cxml gate", description=__doc__)
-    parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
-    add_gate_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from cxml.core import files, ghactions
-    from cxml.core.config import load_params
-    from cxml.gate.baseline import resolve_baseline
-    from cxml.tracking.runs import champion_metrics
-
-    args = parse_args(argv)
-    params = load_params(args.params)
-    rule_texts = args.gate if args.gate is not None else list(params.evaluate.gate)
-    parse_rules(rule_texts)  # syntax errors before any I/O
-    metrics = files.read_json(params.outputs.eval_metrics, what="evaluation metrics")
-    baseline = resolve_baseline(
-        args.baseline or params.evaluate.baseline,
-        params.outputs.eval_metrics,
-        champion_lookup=lambda: champion_metrics(params.tracking),
-    )
-    decision = run_gate(
-        rule_texts, metrics, baseline.metrics, baseline.to_dict(), params.outputs.gate
-    )
-    ghactions.set_output("gate", decision.decision)
-    ghactions.set_output("gate-file", params.outputs.gate)
-    return 0 if decision.passed or args.no_fail else 1
-
-
-if __name__ == "__main__":
-    from cxml.core.console import run_entry_point
-
-    raise SystemExit(run_entry_point(main))

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+# Training normalises its batches with the one normaliser serving uses (see ml/pixels.py).
+from cxml.ml.pixels import normalise as normalise
+
 if TYPE_CHECKING:
     import torch
 
@@ -73,11 +76,6 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float, scaled to 0..1 and standardised per channel."""
-    return (images.float() / 255.0 - mean) / std
 
 
 # --- where batches come from: the resident split or a DataLoader --------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxml.core import console, files
-from cxml.core.errors import TrainingError
+from cxml.core.errors import EXIT_INPUT, TrainingError
 from cxml.ml.distributed import DistContext
 
 if TYPE_CHECKING:
@@ -82,15 +82,17 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise TrainingError(
-            f"{path}: checkpoint cannot be read ({exc}); delete it and train without --resume"
+        raise TrainingError(  # the user must delete it: bad input, not a runtime failure
+            f"{path}: checkpoint cannot be read ({exc}); delete it and train without --resume",
+            exit_code=EXIT_INPUT,
         ) from None
     for key in ("params_hash", "data_hash"):
         if payload.get(key) != getattr(metadata, key):
             what = "params" if key == "params_hash" else "data"
             raise TrainingError(
                 f"{path}: the checkpoint was made with other {what}; train without --resume "
-                f"(or delete {path.parent}) to start over"
+                f"(or delete {path.parent}) to start over",
+                exit_code=EXIT_INPUT,
             )
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])

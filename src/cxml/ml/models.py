@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxml.core.errors import ConfigError, CxmlError
+from cxml.core.errors import ConfigError, RecordError
+from cxml.records.release import MODEL_FILE_FORMAT
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-MODEL_FILE_FORMAT = "cxml-model/1"
 BUILTIN_ARCHITECTURES = ("small_cnn",)
 
 
@@ -123,17 +123,17 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
 
     model_path = Path(path)
     if not model_path.is_file():
-        raise CxmlError(
+        raise RecordError(
             f"{model_path}: model file not found; run `cxml train` first or pass --model PATH"
         )
     try:
         payload = torch.load(model_path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CxmlError(
+        raise RecordError(
             f"{model_path}: not a readable cxml model file ({exc}); re-run `cxml train`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
-        raise CxmlError(
+        raise RecordError(
             f"{model_path}: not a cxml model file (format {MODEL_FILE_FORMAT} expected)"
         )
     return payload["state_dict"], ModelMetadata.from_dict(payload["metadata"])
@@ -156,12 +156,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def preprocess(images: torch.Tensor, metadata: ModelMetadata) -> torch.Tensor:
-    """uint8 N,C,H,W (at the model's input size) -> normalised float batch."""
-    import torch
+    """uint8 N,C,H,W (at the model's input size) -> normalised float batch (ml/pixels.py)."""
+    from cxml.ml.pixels import normalise_with
 
-    mean = torch.tensor(metadata.mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(metadata.std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return normalise_with(images, metadata.mean, metadata.std)
 
 
 def image_to_input(image: Image, metadata: ModelMetadata) -> torch.Tensor:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cxml.ml.pixels import channel_values, normalise
+
 
 def _conv_block(cin: int, cout: int) -> list[nn.Module]:
     return [
@@ -53,12 +55,11 @@ class PixelClassifier(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1))
+        self.register_buffer("mean", channel_values(mean, "cpu"))
+        self.register_buffer("std", channel_values(std, "cpu"))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = typing.cast(torch.Tensor, self.mean)
         std = typing.cast(torch.Tensor, self.std)
-        x = (pixels.float() / 255.0 - mean) / std
-        logits: torch.Tensor = self.model(x)
+        logits: torch.Tensor = self.model(normalise(pixels, mean, std))
         return logits

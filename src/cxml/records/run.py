@@ -19,6 +19,8 @@ class RunRecord:
     tracking_uri: str | None = None
     """Already redacted: run.json is shared with the report and the serving host."""
     experiment: str | None = None
+    experiment_id: str | None = None
+    """MLflow's id of the experiment, for links into its UI."""
     model_name: str | None = None
     model_version: str | None = None
     model_path: str | None = None
@@ -56,6 +58,7 @@ def parse_run(raw: object, *, label: str = "run.json") -> RunRecord:
         run_id=_text(raw.get("run_id")),
         tracking_uri=_text(raw.get("tracking_uri")),
         experiment=_text(raw.get("experiment")),
+        experiment_id=_text(raw.get("experiment_id")),
         model_name=_text(raw.get("model_name")),
         model_version=_text(raw.get("model_version")),
         model_path=_text(raw.get("model_path")),

@@ -8,82 +8,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cxml.core.metrics import EVAL_METRICS, higher_is_better
-from cxml.report.mermaid import (
-    BASELINE_COLOR,
-    THIS_CHANGE_COLOR,
-    THIS_CHANGE_TRAIN_COLOR,
-    Series,
-    legend,
-    thin_indices,
-    value_range,
-    xychart,
+from cxml.report.mermaid import per_class_chart, training_charts
+from cxml.report.model import (
+    PER_CLASS_PREFIX,
+    ConfusionMatrix,
+    GateResult,
+    GateRule,
+    ReportData,
+    RunLinks,
 )
-from cxml.report.model import ConfusionMatrix, GateResult, GateRule, PerClassRow, TrainCurve
 
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects issue/commit comments longer than this many characters."""
 SUMMARY_LIMIT = 1_000_000
 """`$GITHUB_STEP_SUMMARY` takes up to 1 MiB per step."""
-PER_CLASS_PREFIX = "per_class_accuracy."
 EVAL_METRIC_ORDER = (*EVAL_METRICS, "num_test_images")
 TRAIN_METRIC_ORDER = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs", "seconds")
 MAX_CONFUSION_TABLE_CLASSES = 12
-MAX_CHART_CLASSES = 40
 RESULT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭️ skipped"}
-
-
-@dataclass(frozen=True)
-class ParamChange:
-    key: str
-    baseline: Any
-    current: Any
-    """`MISSING` stands for a key that only one side has."""
-
-
-MISSING = "(not set)"
-
-
-@dataclass(frozen=True)
-class RunLinks:
-    """Where this report came from, for the footer."""
-
-    version: str
-    commit: str | None = None
-    run_url: str | None = None
-    mlflow_run_id: str | None = None
-    mlflow_run_url: str | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-
-
-@dataclass(frozen=True)
-class ChartImage:
-    title: str
-    src: str
-    """URL of the published PNG, or its path relative to report.md."""
-
-
-@dataclass(frozen=True)
-class ReportData:
-    """Everything the report shows, already read and parsed."""
-
-    name: str
-    metrics: dict[str, float]
-    gate: GateResult
-    links: RunLinks
-    train_metrics: dict[str, float] | None = None
-    baseline_train_metrics: dict[str, float] | None = None
-    train_curve: TrainCurve | None = None
-    baseline_train_curve: TrainCurve | None = None
-    per_class: tuple[PerClassRow, ...] | None = None
-    confusion: ConfusionMatrix | None = None
-    param_changes: tuple[ParamChange, ...] | None = None
-    """None: the baseline's params are not known (no git ref, or params.yaml not there)."""
-    images: tuple[ChartImage, ...] = ()
-    images_note: str | None = None
-    full_report_hint: str = "the job summary and the `report.md` file"
-    model_unchanged: bool = False
-    """DVC found nothing changed for the train stage: the model and metrics are reused."""
 
 
 @dataclass(frozen=True)
@@ -348,101 +290,6 @@ def render_param(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(render_param(v) for v in value) + "]"
     return str(value)
-
-
-def diff_params(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[ParamChange, ...]:
-    """Changed keys only, in sorted order; a key on one side only is shown as not set."""
-    keys = sorted(set(baseline) | set(current))
-    return tuple(
-        ParamChange(key, baseline.get(key, MISSING), current.get(key, MISSING))
-        for key in keys
-        if baseline.get(key, MISSING) != current.get(key, MISSING)
-    )
-
-
-def curve_column(curve: TrainCurve, column: str) -> tuple[float, ...] | None:
-    if not all(column in row for row in curve):
-        return None
-    return tuple(row[column] for row in curve)
-
-
-def training_charts(data: ReportData) -> str | None:
-    """Loss and accuracy per epoch: this change (train, validation) against the baseline's validation."""
-    curve = data.train_curve
-    if not curve:
-        return None
-    baseline = data.baseline_train_curve
-    length = max(len(curve), len(baseline or ()))
-    keep = thin_indices(length)
-    categories = [str(index + 1) for index in keep]
-    blocks: list[str] = []
-    for title, train_col, val_col, bounded in (
-        ("Loss per epoch", "loss", "val_loss", False),
-        ("Accuracy per epoch", "accuracy", "val_accuracy", True),
-    ):
-        series: list[Series] = []
-        for label, source, column, color in (
-            ("training, this change", curve, train_col, THIS_CHANGE_TRAIN_COLOR),
-            ("validation, this change", curve, val_col, THIS_CHANGE_COLOR),
-            (
-                f"validation, baseline ({data.gate.baseline_label})",
-                baseline,
-                val_col,
-                BASELINE_COLOR,
-            ),
-        ):
-            values = curve_column(source, column) if source else None
-            if values:
-                series.append(
-                    Series(label, tuple(values[i] for i in keep if i < len(values)), color)
-                )
-        if not series:
-            continue
-        y_range = value_range(series, floor=0.0, ceil=1.0 if bounded else None)
-        chart = xychart(
-            title=title,
-            categories=categories,
-            y_label=title.split()[0].lower(),
-            series=series,
-            y_range=y_range,
-        )
-        blocks.append(f"{chart}\n\n{legend(series)}")
-    if not blocks:
-        return None
-    return "#### Training\n\n" + "\n\n".join(blocks)
-
-
-def per_class_chart(data: ReportData) -> str | None:
-    rows = list(data.per_class or ())
-    if not rows:
-        return None
-    note = ""
-    if len(rows) > MAX_CHART_CLASSES:
-        rows = sorted(rows, key=lambda r: r.accuracy)[:MAX_CHART_CLASSES]
-        note = f" (the {MAX_CHART_CLASSES} lowest of {len(data.per_class or ())} classes)"
-    series = [
-        Series(
-            "accuracy, this change", tuple(r.accuracy for r in rows), THIS_CHANGE_COLOR, kind="bar"
-        )
-    ]
-    baseline = data.gate.baseline_metrics or {}
-    base_values = [baseline.get(PER_CLASS_PREFIX + r.name) for r in rows]
-    if base_values and all(v is not None for v in base_values):
-        series.append(
-            Series(
-                f"accuracy, baseline ({data.gate.baseline_label})",
-                tuple(float(v or 0) for v in base_values),
-                BASELINE_COLOR,
-            )
-        )
-    chart = xychart(
-        title=f"Per-class accuracy{note}",
-        categories=[r.name for r in rows],
-        y_label="accuracy",
-        series=series,
-        y_range=value_range(series, floor=0.0, ceil=1.0),
-    )
-    return f"#### Per-class accuracy\n\n{chart}\n\n{legend(series)}"
 
 
 def confusion_section(matrix: ConfusionMatrix | None) -> str | None:

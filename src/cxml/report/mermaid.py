@@ -1,15 +1,18 @@
-"""Mermaid `xychart-beta` blocks for the report: charts GitHub and GitLab draw with no image host."""
+"""Mermaid `xychart-beta` charts for the report: charts GitHub and GitLab draw with no image host."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cxml.report.model import PER_CLASS_PREFIX, ReportData, TrainCurve
+
 THIS_CHANGE_COLOR = "#2563eb"
 THIS_CHANGE_TRAIN_COLOR = "#93c5fd"
 BASELINE_COLOR = "#f97316"
 MAX_POINTS = 60
 """Longer series are thinned to about this many points so the chart stays readable."""
+MAX_CHART_CLASSES = 40
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,91 @@ def value_range(
     if ceil is not None:
         high = min(high, ceil)
     return round(low, 4), round(high, 4)
+
+
+# --------------------------------------------------------------------------- the report's charts
+
+
+def curve_column(curve: TrainCurve, column: str) -> tuple[float, ...] | None:
+    if not all(column in row for row in curve):
+        return None
+    return tuple(row[column] for row in curve)
+
+
+def training_charts(data: ReportData) -> str | None:
+    """Loss and accuracy per epoch: this change (train, validation) against the baseline's validation."""
+    curve = data.train_curve
+    if not curve:
+        return None
+    baseline = data.baseline_train_curve
+    length = max(len(curve), len(baseline or ()))
+    keep = thin_indices(length)
+    categories = [str(index + 1) for index in keep]
+    blocks: list[str] = []
+    for title, train_col, val_col, bounded in (
+        ("Loss per epoch", "loss", "val_loss", False),
+        ("Accuracy per epoch", "accuracy", "val_accuracy", True),
+    ):
+        series: list[Series] = []
+        for label, source, column, color in (
+            ("training, this change", curve, train_col, THIS_CHANGE_TRAIN_COLOR),
+            ("validation, this change", curve, val_col, THIS_CHANGE_COLOR),
+            (
+                f"validation, baseline ({data.gate.baseline_label})",
+                baseline,
+                val_col,
+                BASELINE_COLOR,
+            ),
+        ):
+            values = curve_column(source, column) if source else None
+            if values:
+                series.append(
+                    Series(label, tuple(values[i] for i in keep if i < len(values)), color)
+                )
+        if not series:
+            continue
+        y_range = value_range(series, floor=0.0, ceil=1.0 if bounded else None)
+        chart = xychart(
+            title=title,
+            categories=categories,
+            y_label=title.split()[0].lower(),
+            series=series,
+            y_range=y_range,
+        )
+        blocks.append(f"{chart}\n\n{legend(series)}")
+    if not blocks:
+        return None
+    return "#### Training\n\n" + "\n\n".join(blocks)
+
+
+def per_class_chart(data: ReportData) -> str | None:
+    rows = list(data.per_class or ())
+    if not rows:
+        return None
+    note = ""
+    if len(rows) > MAX_CHART_CLASSES:
+        rows = sorted(rows, key=lambda r: r.accuracy)[:MAX_CHART_CLASSES]
+        note = f" (the {MAX_CHART_CLASSES} lowest of {len(data.per_class or ())} classes)"
+    series = [
+        Series(
+            "accuracy, this change", tuple(r.accuracy for r in rows), THIS_CHANGE_COLOR, kind="bar"
+        )
+    ]
+    baseline = data.gate.baseline_metrics or {}
+    base_values = [baseline.get(PER_CLASS_PREFIX + r.name) for r in rows]
+    if base_values and all(v is not None for v in base_values):
+        series.append(
+            Series(
+                f"accuracy, baseline ({data.gate.baseline_label})",
+                tuple(float(v or 0) for v in base_values),
+                BASELINE_COLOR,
+            )
+        )
+    chart = xychart(
+        title=f"Per-class accuracy{note}",
+        categories=[r.name for r in rows],
+        y_label="accuracy",
+        series=series,
+        y_range=value_range(series, floor=0.0, ceil=1.0),
+    )
+    return f"#### Per-class accuracy\n\n{chart}\n\n{legend(series)}"

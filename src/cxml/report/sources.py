@@ -1,53 +1,49 @@
-"""Gathering the report's data: this run's files, and the baseline's at its git ref."""
+"""Gathering the report's data: this run's files, and the baseline's at its git ref.
+
+gate.json, run.json and metrics are read through `cxml.records`; the plot files only the report
+reads (plots/train.csv, per_class.csv, confusion.csv) are parsed here.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
-from typing import Any
 
 from cxml import __version__
 from cxml.core import console, env
 from cxml.core.config import Params, params_from_mapping
-from cxml.core.errors import ConfigError, ReportError
+from cxml.core.errors import ConfigError, RecordError
+from cxml.core.git import git_show
 from cxml.core.metrics import flatten
-from cxml.report.markdown import (
+from cxml.records.gate import GateResult, read_gate
+from cxml.records.metrics import parse_metrics_text, read_metrics, read_optional_metrics
+from cxml.records.run import RunRecord, read_run
+from cxml.report.model import (
     PER_CLASS_PREFIX,
+    ConfusionMatrix,
     ParamChange,
+    PerClassRow,
     ReportData,
     RunLinks,
-    diff_params,
-)
-from cxml.report.model import (
-    ConfusionMatrix,
-    GateResult,
-    PerClassRow,
     TrainCurve,
-    load_text_or_none,
-    parse_confusion,
-    parse_metrics_text,
-    parse_per_class,
-    parse_train_curve,
-    read_gate,
-    read_metrics_file,
-    read_optional_metrics,
-    read_run_info,
+    diff_params,
 )
 
 
 def load_report_data(params: Params, params_path: Path, *, name: str) -> ReportData:
     """Read everything the report shows; only eval.json and gate.json are required."""
     outputs = params.outputs
-    eval_metrics = flatten(read_metrics_file(outputs.eval_metrics, step="evaluate"))
+    eval_metrics = flatten(read_metrics(outputs.eval_metrics, step="evaluate"))
     train_raw = read_optional_metrics(outputs.train_metrics, step="train")
-    gate = read_gate(Path(outputs.gate))
-    run_info = read_run_info(Path(outputs.run_info))
+    gate = read_gate(outputs.gate)
     per_class = load_per_class(outputs.per_class_plot, eval_metrics)
     ref = gate.baseline_ref
     return ReportData(
         name=name,
         metrics=eval_metrics,
         gate=gate,
-        links=run_links(run_info),
+        links=run_links(read_run(outputs.run_info)),
         train_metrics=flatten(train_raw) if train_raw is not None else None,
         baseline_train_metrics=baseline_metrics_at(outputs.train_metrics, ref),
         train_curve=load_curve(outputs.train_plot),
@@ -56,6 +52,19 @@ def load_report_data(params: Params, params_path: Path, *, name: str) -> ReportD
         confusion=load_confusion(outputs.confusion_plot, per_class),
         param_changes=params_changes(params, params_path, gate),
     )
+
+
+# --------------------------------------------------------------------------- plot files
+
+
+def load_text_or_none(path: Path) -> str | None:
+    """A plots file's text, or None when the step did not write it."""
+    try:
+        return path.read_text(encoding="utf-8") if path.exists() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(
+            f"{path}: cannot be read ({exc}); re-run the step that writes it"
+        ) from None
 
 
 def load_curve(path: Path) -> TrainCurve | None:
@@ -83,10 +92,75 @@ def load_confusion(path: Path, per_class: tuple[PerClassRow, ...] | None) -> Con
     return parse_confusion(text, label=str(path), class_order=order)
 
 
-def git_show(path: str | Path, ref: str) -> str | None:
-    from cxml.gate.baseline import git_show as show
+def parse_csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
 
-    return show(path, ref)
+
+def parse_train_curve(text: str, *, label: str) -> TrainCurve:
+    """plots/train.csv -> one `{column: number}` per epoch; non-numeric cells are left out."""
+    curve: list[dict[str, float]] = []
+    for index, row in enumerate(parse_csv_rows(text)):
+        values: dict[str, float] = {}
+        for column, cell in row.items():
+            if column is None or cell is None or cell == "":
+                continue
+            try:
+                values[column] = float(cell)
+            except ValueError:
+                continue
+        values.setdefault("epoch", float(index + 1))
+        curve.append(values)
+    if not curve:
+        raise RecordError(f"{label}: no epochs in the training plot file; re-run `cxml train`")
+    return tuple(curve)
+
+
+def parse_per_class(text: str, *, label: str) -> tuple[PerClassRow, ...]:
+    rows: list[PerClassRow] = []
+    for index, row in enumerate(parse_csv_rows(text)):
+        try:
+            rows.append(
+                PerClassRow(
+                    name=row["class"],
+                    accuracy=float(row["accuracy"]),
+                    support=int(float(row.get("support") or 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            raise RecordError(
+                f"{label}: row {index + 2} needs class,accuracy,support; re-run `cxml evaluate`"
+            ) from None
+    return tuple(rows)
+
+
+def parse_confusion(text: str, *, label: str, class_order: tuple[str, ...] = ()) -> ConfusionMatrix:
+    """plots/confusion.csv (`actual,predicted` per test image) -> a count matrix."""
+    pairs: list[tuple[str, str]] = []
+    for index, row in enumerate(parse_csv_rows(text)):
+        actual, predicted = row.get("actual"), row.get("predicted")
+        if actual is None or predicted is None:
+            raise RecordError(
+                f"{label}: row {index + 2} needs actual,predicted; re-run `cxml evaluate`"
+            )
+        pairs.append((actual, predicted))
+    seen = {name for pair in pairs for name in pair}
+    classes = [name for name in class_order if name in seen]
+    classes += sorted(seen - set(classes), key=_natural_key)
+    position = {name: i for i, name in enumerate(classes)}
+    counts = [[0] * len(classes) for _ in classes]
+    for actual, predicted in pairs:
+        counts[position[actual]][position[predicted]] += 1
+    return ConfusionMatrix(tuple(classes), tuple(tuple(row) for row in counts))
+
+
+def _natural_key(name: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+# --------------------------------------------------------------------------- the baseline
 
 
 def baseline_metrics_at(path: Path, ref: str | None) -> dict[str, float] | None:
@@ -97,7 +171,7 @@ def baseline_metrics_at(path: Path, ref: str | None) -> dict[str, float] | None:
         return None
     try:
         return flatten(parse_metrics_text(text, label=f"{path} at {ref}", fix="ignored"))
-    except ReportError as error:
+    except RecordError as error:
         console.warn(f"baseline metrics not used: {error}")
         return None
 
@@ -110,7 +184,7 @@ def baseline_curve_at(path: Path, ref: str | None) -> TrainCurve | None:
         return None
     try:
         return parse_train_curve(text, label=f"{path} at {ref}")
-    except ReportError as error:
+    except RecordError as error:
         console.warn(f"baseline training curve not shown: {error}")
         return None
 
@@ -136,22 +210,20 @@ def params_changes(
     return diff_params(baseline.flat(), params.flat())
 
 
-def run_links(run_info: dict[str, Any] | None) -> RunLinks:
-    info = run_info or {}
-    run_id = string_or_none(info.get("run_id"))
+# --------------------------------------------------------------------------- links
+
+
+def run_links(run: RunRecord | None) -> RunLinks:
+    record = run or RunRecord()
     return RunLinks(
         version=__version__,
-        commit=string_or_none(info.get("git_commit")) or env.get(env.CI_COMMIT_SHA),
+        commit=record.git_commit or env.get(env.CI_COMMIT_SHA),
         run_url=workflow_run_url(),
-        mlflow_run_id=run_id,
-        mlflow_run_url=mlflow_run_url(info) if run_id else None,
-        model_name=string_or_none(info.get("model_name")),
-        model_version=string_or_none(info.get("model_version")),
+        mlflow_run_id=record.run_id,
+        mlflow_run_url=mlflow_run_url(record),
+        model_name=record.model_name,
+        model_version=record.model_version,
     )
-
-
-def string_or_none(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
 
 
 def workflow_run_url() -> str | None:
@@ -163,10 +235,12 @@ def workflow_run_url() -> str | None:
     return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
 
 
-def mlflow_run_url(info: dict[str, Any]) -> str | None:
+def mlflow_run_url(run: RunRecord) -> str | None:
     """A link into the MLflow UI when the tracking URI is a server (not a local SQLite file)."""
-    uri = string_or_none(info.get("tracking_uri")) or env.get(env.MLFLOW_TRACKING_URI)
+    if not run.run_id:
+        return None
+    uri = run.tracking_uri or env.get(env.MLFLOW_TRACKING_URI)
     if not uri or not uri.startswith(("http://", "https://")):
         return None
-    experiment = string_or_none(info.get("experiment_id")) or "0"
-    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{info['run_id']}"
+    experiment = run.experiment_id or "0"
+    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run.run_id}"

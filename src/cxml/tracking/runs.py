@@ -1,112 +1,22 @@
-"""MLflow at the edges: the tracking URI, the run, the registry and its aliases."""
+"""MLflow runs: the training run (params, epochs, the model and its registered version)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxml.core import env
+from cxml.core.redact import redact_uri
+from cxml.tracking.client import client, quiet_mlflow, resolve_tracking_uri
+from cxml.tracking.registry import CANDIDATE, set_model_alias
 
 if TYPE_CHECKING:
     import torch
-    from mlflow.tracking import MlflowClient
 
-    from cxml.core.config import Params, TrackingConfig
+    from cxml.core.config import Params
     from cxml.ml.data import Dataset
     from cxml.ml.models import ModelMetadata
-
-CANDIDATE = "candidate"
-CHAMPION = "champion"
-
-
-def resolve_tracking_uri(configured: str | None = None) -> str:
-    """params.yaml `tracking.uri`, else `MLFLOW_TRACKING_URI`, else a SQLite file in the cwd."""
-    uri = configured or env.get(env.MLFLOW_TRACKING_URI)
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
-_USERINFO = re.compile(r"//[^/@\s]*@")
-_SECRET_QUERY_VALUE = re.compile(
-    r"([?&][^=&#\s]*(?:password|passwd|secret|token|key|signature|sig)[^=&#\s]*=)[^&#\s]*",
-    re.IGNORECASE,
-)
-
-
-def redact_uri(text: str) -> str:
-    """`text` (a URI, or a message quoting one) without credentials: `user:pass@` dropped,
-    secret-looking query values masked. For run.json, release.json (world-readable on the
-    serving host) and error messages."""
-    return _SECRET_QUERY_VALUE.sub(r"\1***", _USERINFO.sub("//", text))
-
-
-def quiet_mlflow() -> None:
-    """Keep MLflow's start-up chatter out of CI logs (cxml prints what matters itself)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import logging
-    import warnings
-
-    import mlflow  # noqa: F401  (configures its loggers on import; adjust them afterwards)
-
-    for name in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # cxml logs pickled models on purpose: pt2 export fixes the batch size of the served model.
-    warnings.filterwarnings("ignore", message=".*Pickle or CloudPickle.*")
-
-
-def client(tracking_uri: str | None) -> MlflowClient:
-    quiet_mlflow()
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = resolve_tracking_uri(tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def set_model_alias(tracking_uri: str | None, model_name: str, version: str, alias: str) -> None:
-    """Point registry alias `alias` (candidate, champion) at `model_name` version `version`."""
-    client(tracking_uri).set_registered_model_alias(model_name, alias, str(version))
-
-
-def alias_version(tracking_uri: str | None, model_name: str, alias: str) -> Any | None:
-    """The ModelVersion behind an alias, or None when the model or alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client(tracking_uri).get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
-
-
-def champion_metrics(cfg: TrackingConfig) -> dict[str, Any] | None:
-    """The eval metrics logged on the run of the `champion` version, if there is one."""
-    if not cfg.enabled:
-        return None
-    try:
-        return _champion_metrics(cfg)
-    except Exception as exc:
-        from cxml.core import console
-
-        console.warn(
-            f"MLflow: reading the champion failed ({redact_uri(str(exc).splitlines()[0])})"
-        )
-        return None
-
-
-def _champion_metrics(cfg: TrackingConfig) -> dict[str, Any] | None:
-    version = alias_version(cfg.uri, cfg.model_name, CHAMPION)
-    if version is None or not version.run_id:
-        return None
-    run = client(cfg.uri).get_run(version.run_id)
-    prefix = "eval."
-    metrics = {k[len(prefix) :]: v for k, v in run.data.metrics.items() if k.startswith(prefix)}
-    return metrics or None
 
 
 class RunLogger:
@@ -116,6 +26,7 @@ class RunLogger:
         self.params = params
         self.enabled = enabled
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
 
     def _warn_and_disable(self, what: str, exc: BaseException) -> None:
         from cxml.core import console
@@ -141,6 +52,7 @@ class RunLogger:
                 run = mlflow.start_run()
                 mlflow.log_params({k: _param_value(v) for k, v in self.params.flat().items()})
             self.run_id = run.info.run_id
+            self.experiment_id = run.info.experiment_id
         except Exception as exc:
             self._warn_and_disable("starting the run", exc)
 
@@ -217,3 +129,10 @@ def log_pixel_model(
     )
     version = getattr(info, "registered_model_version", None)
     return str(version) if version is not None else None
+
+
+def log_eval_metrics(tracking_uri: str | None, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Add `eval.<name>` metrics to a finished run, so its registered version carries them."""
+    mlflow_client = client(tracking_uri)
+    for name, value in metrics.items():
+        mlflow_client.log_metric(run_id, f"eval.{name}", value)

@@ -1,1 +1,1 @@
-"""Where a report is posted: GitHub and GitLab behind one small HTTP client."""
+"""Where a report is posted: one `Forge` interface, GitHub and GitLab over one small HTTP client."""

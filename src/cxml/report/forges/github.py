@@ -1,4 +1,4 @@
-"""GitHub REST client for the report: comments created or updated in place, images on a branch."""
+"""GitHub as a forge: comments created or updated in place, images on a branch (REST client)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from cxml import __version__
-from cxml.core.errors import ReportError
+from cxml.core.errors import EXIT_INPUT, ReportError
+from cxml.report.forges.base import Comment, Forge, IsOurs, PostedComment, PublishedImages
 from cxml.report.forges.http import (
     AmbiguousRequestError,
     ApiUrlSetting,
@@ -42,8 +43,8 @@ TOKEN_HINT = (
 class GitHubError(ReportError):
     """GitHub refused a request; `status` is the HTTP status."""
 
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status: int, exit_code: int | None = None) -> None:
+        super().__init__(message, exit_code=exit_code)
         self.status = status
 
 
@@ -60,19 +61,12 @@ class CommentTarget:
         return f"pull request #{self.number}" if self.kind == "pr" else f"commit {self.sha}"
 
 
-@dataclass(frozen=True)
-class Comment:
-    id: int
-    url: str
-    created: bool
-    """True when this run created the comment, False when it updated an existing one."""
-
-
 def split_repository(repository: str) -> tuple[str, str]:
     owner, _, name = repository.partition("/")
     if not owner or not name or "/" in name:
         raise ReportError(
-            f"repository {repository!r} is not owner/name; set GITHUB_REPOSITORY or pass --repo"
+            f"repository {repository!r} is not owner/name; set GITHUB_REPOSITORY or pass --repo",
+            exit_code=EXIT_INPUT,
         )
     return owner, name
 
@@ -92,7 +86,7 @@ class GitHubClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token:
-            raise ReportError(f"no GitHub token; {TOKEN_HINT}")
+            raise ReportError(f"no GitHub token; {TOKEN_HINT}", exit_code=EXIT_INPUT)
         self.owner, self.repo = split_repository(repository)
         self.repository = f"{self.owner}/{self.repo}"
         self.server_url = server_url.rstrip("/")
@@ -301,8 +295,68 @@ class GitHubClient:
             )
         except HttpStatusError as error:
             message = explain(error, action=action, target=target, repository=self.repository)
-            raise GitHubError(message, status=error.status) from None
+            raise GitHubError(message, status=error.status, exit_code=error.exit_code) from None
         return response.data
+
+
+class GitHubForge(Forge):
+    """A pull request or commit on GitHub: the report's comment, and its images on a branch.
+
+    Every client it opens shares one time budget (--timeout), so images and comment together
+    end in time. The token is checked when something is sent, so --dry-run needs none.
+    """
+
+    images_supported = True
+
+    def __init__(
+        self,
+        repository: str,
+        *,
+        token: str | None,
+        target: CommentTarget | None,
+        api_url: str,
+        server_url: str,
+        commit: str | None,
+        images_branch: str,
+        budget: TimeBudget,
+    ) -> None:
+        self.repository = repository
+        self.token = token
+        self.target = target
+        """None: publish images only (--target none with --publish-images), post no comment."""
+        self.api_url = api_url
+        self.server_url = server_url
+        self.commit = commit
+        self.images_branch = images_branch
+        self.budget = budget
+
+    def client(self) -> GitHubClient:
+        if not self.token:
+            raise ReportError(
+                "no GitHub token: pass --token or set GITHUB_TOKEN "
+                "(in a workflow: `github-token: ${{ secrets.GITHUB_TOKEN }}`), or use --dry-run",
+                exit_code=EXIT_INPUT,
+            )
+        return GitHubClient(
+            self.token,
+            self.repository,
+            api_url=self.api_url,
+            server_url=self.server_url,
+            budget=self.budget,
+        )
+
+    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
+        if self.target is None:
+            return PostedComment("skipped", "--target none")
+        with self.client() as client:
+            comment = client.upsert_comment(self.target, body, is_ours)
+        return PostedComment.of(comment, f"comment on {self.target.describe()}")
+
+    def publish_images(self, files: Mapping[str, bytes], *, message: str) -> PublishedImages:
+        with self.client() as client:
+            sha = client.publish_files(self.images_branch, files, message)
+            urls = tuple(client.file_url(sha, path) for path in files)
+        return PublishedImages(urls, f"branch {self.images_branch}")
 
 
 def publish_action(branch: str) -> str:

@@ -1,4 +1,4 @@
-"""GitLab REST (v4) client for the report: one merge-request note, created or updated in place."""
+"""GitLab as a forge: one merge-request note, created or updated in place (REST v4 client)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 from cxml import __version__
-from cxml.core.errors import ReportError
-from cxml.report.forges.github import Comment
+from cxml.core.errors import EXIT_INPUT, ReportError
+from cxml.report.forges.base import Comment, Forge, IsOurs, PostedComment
 from cxml.report.forges.http import (
     AmbiguousRequestError,
     ApiUrlSetting,
@@ -42,7 +42,7 @@ class GitLabClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token:
-            raise ReportError(f"no GitLab token; {TOKEN_HINT}")
+            raise ReportError(f"no GitLab token; {TOKEN_HINT}", exit_code=EXIT_INPUT)
         self.project_id = project_id
         header = "JOB-TOKEN" if job_token else "PRIVATE-TOKEN"
         self.http = JsonHttpClient(
@@ -136,7 +136,50 @@ class GitLabClient:
                 method, path, params=params, json=json, idempotent=idempotent
             ).data
         except HttpStatusError as error:
-            raise ReportError(explain(error, action=action, project_id=self.project_id)) from None
+            message = explain(error, action=action, project_id=self.project_id)
+            raise ReportError(message, exit_code=error.exit_code) from None
+
+
+class GitLabForge(Forge):
+    """A merge request on GitLab: the report's note. GitLab has no image branch here (no images)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        project_id: str,
+        iid: int,
+        *,
+        token: str | None,
+        job_token: bool,
+        commit: str | None,
+        budget: TimeBudget,
+    ) -> None:
+        self.api_url = api_url
+        self.project_id = project_id
+        self.iid = iid
+        self.token = token
+        self.job_token = job_token
+        self.commit = commit
+        self.budget = budget
+
+    def client(self) -> GitLabClient:
+        if not self.token:
+            raise ReportError(
+                "no GitLab token: set GITLAB_TOKEN (a token with the `api` scope)",
+                exit_code=EXIT_INPUT,
+            )
+        return GitLabClient(
+            self.api_url,
+            self.project_id,
+            token=self.token,
+            job_token=self.job_token,
+            budget=self.budget,
+        )
+
+    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
+        with self.client() as client:
+            note = client.upsert_note(self.iid, body, is_ours)
+        return PostedComment.of(note, f"note on merge request !{self.iid}")
 
 
 def explain(error: HttpStatusError, *, action: str, project_id: str) -> str:

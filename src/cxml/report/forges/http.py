@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cxml.core.errors import ReportError
+from cxml.core.errors import EXIT_INPUT, EXIT_RUNTIME, ReportError
 
 RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
 """5xx and 429 are retried; a 403 is retried only when it is a rate limit (see `is_rate_limited`)."""
@@ -62,10 +62,14 @@ class ApiUrlSetting:
 
 
 class HttpStatusError(ReportError):
-    """The server answered with an error status that retrying cannot fix."""
+    """The server answered with an error status that retrying cannot fix.
+
+    A 4xx refuses what was asked (token, permissions, repository, number): the user's to fix,
+    exit 2; a server error that retrying cannot fix is the forge's failure, exit 3.
+    """
 
     def __init__(self, message: str, *, status: int, api_message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, exit_code=EXIT_INPUT if status < 500 else EXIT_RUNTIME)
         self.status = status
         self.api_message = api_message
 
@@ -237,7 +241,7 @@ class JsonHttpClient:
                 reason = bad_url_reason(exc)
                 if reason is None:
                     raise
-                raise ReportError(self.describe_bad_url(reason)) from None
+                raise ReportError(self.describe_bad_url(reason), exit_code=EXIT_INPUT) from None
             else:
                 result = self._parse(response)
                 if result.status < 400:

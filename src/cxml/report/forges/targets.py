@@ -1,86 +1,25 @@
-"""Where the report comment goes: a GitHub PR or commit, a GitLab merge request, or nowhere."""
+"""Picking the forge a report goes to: a GitHub PR or commit, a GitLab merge request, or nowhere."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cxml.core import env
-from cxml.core.errors import ReportError
+from cxml.core.errors import ConfigError
+from cxml.report.forges.base import Forge, Nowhere
 from cxml.report.forges.github import (
     DEFAULT_API_URL,
     DEFAULT_SERVER_URL,
     CommentTarget,
-    GitHubClient,
+    GitHubForge,
 )
-from cxml.report.forges.gitlab import GitLabClient
+from cxml.report.forges.gitlab import GitLabForge
 from cxml.report.forges.http import TimeBudget
-from cxml.report.markdown import RunLinks
 
 PR_EVENTS = ("pull_request", "pull_request_target")
-
-
-@dataclass(frozen=True)
-class NoDestination:
-    reason: str
-    commit: str | None = None
-
-
-@dataclass(frozen=True)
-class GitHubDestination:
-    repository: str
-    token: str | None
-    target: CommentTarget | None
-    """None: publish images only (with --target none), post no comment."""
-    api_url: str
-    server_url: str
-    commit: str | None
-    name_slug: str
-    budget: TimeBudget
-    """One budget for everything this destination sends (images and comment): --timeout."""
-
-    def client(self) -> GitHubClient:
-        if not self.token:
-            raise ReportError(
-                "no GitHub token: pass --token or set GITHUB_TOKEN "
-                "(in a workflow: `github-token: ${{ secrets.GITHUB_TOKEN }}`), or use --dry-run"
-            )
-        return GitHubClient(
-            self.token,
-            self.repository,
-            api_url=self.api_url,
-            server_url=self.server_url,
-            budget=self.budget,
-        )
-
-
-@dataclass(frozen=True)
-class GitLabDestination:
-    api_url: str
-    project_id: str
-    iid: int
-    token: str | None
-    job_token: bool
-    commit: str | None
-    budget: TimeBudget
-
-    def client(self) -> GitLabClient:
-        if not self.token:
-            raise ReportError("no GitLab token: set GITLAB_TOKEN (a token with the `api` scope)")
-        return GitLabClient(
-            self.api_url,
-            self.project_id,
-            token=self.token,
-            job_token=self.job_token,
-            budget=self.budget,
-        )
-
-
-Destination = NoDestination | GitHubDestination | GitLabDestination
 
 
 def read_event(path: str | None) -> dict[str, Any]:
@@ -90,15 +29,15 @@ def read_event(path: str | None) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ReportError(
+        raise ConfigError(
             f"GITHUB_EVENT_PATH={path}: file not found; run inside GitHub Actions or unset it"
         ) from None
     except json.JSONDecodeError as exc:
-        raise ReportError(
+        raise ConfigError(
             f"GITHUB_EVENT_PATH={path}: not valid JSON ({exc.msg}); pass --pr N instead"
         ) from None
     if not isinstance(data, dict):
-        raise ReportError(f"GITHUB_EVENT_PATH={path}: expected a JSON object; pass --pr N instead")
+        raise ConfigError(f"GITHUB_EVENT_PATH={path}: expected a JSON object; pass --pr N instead")
     return data
 
 
@@ -136,44 +75,41 @@ def pr_from_fork(event: dict[str, Any]) -> bool:
     return bool(head_name and base_name and head_name != base_name)
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "report"
+def pick_forge(args: argparse.Namespace, *, commit: str | None) -> Forge:
+    """GitHub when running in Actions (or given --repo/--pr), GitLab in an MR pipeline, else none.
 
-
-def resolve_destination(args: argparse.Namespace, links: RunLinks, name: str) -> Destination:
-    """GitHub when running in Actions (or given --repo/--pr), GitLab in an MR pipeline, else none."""
+    `commit` is the one run.json names; on GitHub the event's own commit comes first.
+    """
     in_github = bool(
         env.get(env.GITHUB_EVENT_PATH) or env.in_github_actions() or args.repo or args.pr
     )
     if in_github:
-        return github_destination(args, links, name)
+        return github_forge(args, commit)
     if env.get(env.CI_MERGE_REQUEST_IID) and args.target != "none":
-        return gitlab_destination(args, links)
-    return NoDestination(
-        "not in a GitHub Actions job or a GitLab merge-request pipeline", links.commit
-    )
+        return gitlab_forge(args, commit)
+    return Nowhere("not in a GitHub Actions job or a GitLab merge-request pipeline", commit)
 
 
-def github_destination(args: argparse.Namespace, links: RunLinks, name: str) -> Destination:
+def github_forge(args: argparse.Namespace, recorded_commit: str | None) -> Forge:
     event_name = env.get(env.GITHUB_EVENT_NAME)
     event = read_event(env.get(env.GITHUB_EVENT_PATH))
     # On pull_request events GITHUB_SHA is the synthetic merge commit nobody looks at; the
     # commit the author pushed is the PR head.
-    commit = pr_head_sha(event) or env.get(env.GITHUB_SHA) or links.commit
+    commit = pr_head_sha(event) or env.get(env.GITHUB_SHA) or recorded_commit
     target = github_target(args, event_name, event, commit)
     repository = args.repo or env.get(env.GITHUB_REPOSITORY)
     if target is None and not args.publish_images:
-        return NoDestination(no_target_reason(args.target, event_name), commit)
+        return Nowhere(no_target_reason(args.target, event_name), commit)
     if not repository:
-        raise ReportError("no repository: set GITHUB_REPOSITORY or pass --repo owner/name")
-    return GitHubDestination(
-        repository=repository,
+        raise ConfigError("no repository: set GITHUB_REPOSITORY or pass --repo owner/name")
+    return GitHubForge(
+        repository,
         token=args.token or env.get(env.GITHUB_TOKEN),
         target=target,
         api_url=args.api_url or env.get(env.GITHUB_API_URL) or DEFAULT_API_URL,
         server_url=env.get(env.GITHUB_SERVER_URL) or DEFAULT_SERVER_URL,
         commit=commit,
-        name_slug=slug(name),
+        images_branch=args.images_branch,
         budget=TimeBudget(args.timeout),
     )
 
@@ -189,13 +125,13 @@ def github_target(
         if number is not None:
             return CommentTarget("pr", number=number, from_fork=pr_from_fork(event))
         if mode == "pr" or event_name in PR_EVENTS:
-            raise ReportError(
+            raise ConfigError(
                 f"no pull-request number: the {event_name or 'current'} event at $GITHUB_EVENT_PATH "
                 "has no pull_request.number; pass --pr N, or --target commit"
             )
     if mode == "commit" or (mode == "auto" and event_name == "push"):
         if not commit:
-            raise ReportError("no commit to comment on: set GITHUB_SHA, or use --target none")
+            raise ConfigError("no commit to comment on: set GITHUB_SHA, or use --target none")
         return CommentTarget("commit", sha=commit)
     return None
 
@@ -206,22 +142,22 @@ def no_target_reason(mode: str, event_name: str | None) -> str:
     return f"{event_name or 'this'} event has no pull request or pushed commit to comment on"
 
 
-def gitlab_destination(args: argparse.Namespace, links: RunLinks) -> Destination:
+def gitlab_forge(args: argparse.Namespace, commit: str | None) -> Forge:
     iid_text = env.get(env.CI_MERGE_REQUEST_IID) or ""
     project_id, api_url = env.get(env.CI_PROJECT_ID), env.get(env.CI_API_V4_URL)
     if not iid_text.isdigit() or not project_id or not api_url:
-        raise ReportError(
+        raise ConfigError(
             "GitLab merge-request pipeline variables incomplete: CI_MERGE_REQUEST_IID, CI_PROJECT_ID "
             "and CI_API_V4_URL must all be set (run in a merge-request pipeline)"
         )
     personal = args.token or env.get(env.GITLAB_TOKEN)
     token = personal or env.get(env.CI_JOB_TOKEN)
-    return GitLabDestination(
-        api_url=api_url,
-        project_id=project_id,
-        iid=int(iid_text),
+    return GitLabForge(
+        api_url,
+        project_id,
+        int(iid_text),
         token=token,
         job_token=personal is None and token is not None,
-        commit=links.commit,
+        commit=commit,
         budget=TimeBudget(args.timeout),
     )

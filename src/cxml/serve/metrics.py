@@ -1,0 +1,93 @@
+"""The service's own counters (/metrics), in shared memory and Prometheus' text format."""
+
+from __future__ import annotations
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ENDPOINTS = ("/predict", "/healthz", "/version", "/metrics")
+"""Paths counted one by one; any other path (a 404, say) is counted as endpoint "other"."""
+STATUS_CODES = (200, 400, 404, 405, 413, 415, 422, 500, 503)
+"""Status codes counted one by one; anything else is counted as code "other"."""
+
+
+class ServiceMetrics:
+    """Counters and a latency histogram in shared memory, so every worker process adds to one set.
+
+    Made before the workers fork; rendered in Prometheus' text format by whichever worker is asked.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._codes = len(STATUS_CODES) + 1
+        self._answers = (len(ENDPOINTS) + 1) * self._codes
+        self._buckets = len(LATENCY_BUCKETS_S)
+        # layout: answers per endpoint and code | histogram buckets |
+        #         latency sum, latency count, images, errors
+        self._values = multiprocessing.RawArray("d", self._answers + self._buckets + 4)
+        self._lock = multiprocessing.Lock()
+
+    def record_response(self, path: str, status: int) -> None:
+        """Count one answer, whatever produced it (a handler, Starlette itself, an exception)."""
+        endpoint = ENDPOINTS.index(path) if path in ENDPOINTS else len(ENDPOINTS)
+        code = STATUS_CODES.index(status) if status in STATUS_CODES else len(STATUS_CODES)
+        with self._lock:
+            self._values[endpoint * self._codes + code] += 1
+            if status >= 400:
+                self._values[self._answers + self._buckets + 3] += 1
+
+    def record_prediction(self, seconds: float, images: int) -> None:
+        """Latency and image count of a successful /predict (its status is counted separately)."""
+        tail = self._answers + self._buckets
+        with self._lock:
+            values = self._values
+            values[tail] += seconds
+            values[tail + 1] += 1
+            values[tail + 2] += images
+            for index, bound in enumerate(LATENCY_BUCKETS_S):
+                if seconds <= bound:
+                    values[self._answers + index] += 1
+
+    def render(self, model_version: str, release_name: str) -> str:
+        with self._lock:
+            values = list(self._values)
+        endpoints = [*ENDPOINTS, "other"]
+        codes = [*(str(c) for c in STATUS_CODES), "other"]
+        buckets = values[self._answers : self._answers + self._buckets]
+        latency_sum, latency_count, images, errors = values[self._answers + self._buckets :]
+        lines = [
+            "# HELP cxml_requests_total Requests answered, by endpoint and status code.",
+            "# TYPE cxml_requests_total counter",
+        ]
+        for endpoint_index, endpoint in enumerate(endpoints):
+            for code_index, code in enumerate(codes):
+                count = values[endpoint_index * self._codes + code_index]
+                if count:
+                    lines.append(
+                        f'cxml_requests_total{{endpoint="{endpoint}",code="{code}"}} {int(count)}'
+                    )
+        lines += [
+            "# HELP cxml_request_errors_total Requests answered with a 4xx or 5xx status.",
+            "# TYPE cxml_request_errors_total counter",
+            f"cxml_request_errors_total {int(errors)}",
+            "# HELP cxml_images_total Images classified.",
+            "# TYPE cxml_images_total counter",
+            f"cxml_images_total {int(images)}",
+            "# HELP cxml_predict_latency_seconds Time to answer a successful /predict request.",
+            "# TYPE cxml_predict_latency_seconds histogram",
+        ]
+        for bound, count in zip(LATENCY_BUCKETS_S, buckets, strict=True):
+            lines.append(f'cxml_predict_latency_seconds_bucket{{le="{bound}"}} {int(count)}')
+        lines += [
+            f'cxml_predict_latency_seconds_bucket{{le="+Inf"}} {int(latency_count)}',
+            f"cxml_predict_latency_seconds_sum {latency_sum:.6f}",
+            f"cxml_predict_latency_seconds_count {int(latency_count)}",
+            "# HELP cxml_model_info The model version being served.",
+            "# TYPE cxml_model_info gauge",
+            f'cxml_model_info{{model_version="{_label(model_version)}",'
+            f'release="{_label(release_name)}"}} 1',
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")

@@ -1,0 +1,140 @@
+"""The model service: the loaded model, ready to turn image files into predictions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cxml import __version__
+from cxml.core.errors import ConfigError, RecordError
+from cxml.core.metrics import EVAL_METRICS
+from cxml.serve.metrics import ServiceMetrics
+from cxml.serve.requests import decode_image
+from cxml.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxml.ml.models import ModelMetadata
+
+SUMMARY_METRICS = EVAL_METRICS
+
+
+class PredictionService:
+    """The loaded model and what a request needs to be turned into predictions."""
+
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics | None = None) -> None:
+        import torch
+
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        torch.set_num_threads(settings.threads)
+        self.model, self.metadata = load_pixel_model(settings, self.device)
+        self.ready = False
+        self.metrics = metrics if metrics is not None else ServiceMetrics()
+
+    def warm_up(self) -> None:
+        """Run one batch through the model, so the first request is not the slow one."""
+        import torch
+
+        channels, height, width = self.metadata.input_size
+        blank = torch.zeros((2, channels, height, width), dtype=torch.uint8)
+        self.classify(blank)
+        self.ready = True
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 N,C,H,W -> logits, normalised by the one normaliser training uses."""
+        import torch
+
+        with torch.inference_mode():
+            logits: torch.Tensor = self.model(batch.to(self.device, non_blocking=True))
+        return logits
+
+    def classify(self, batch: torch.Tensor) -> list[list[float]]:
+        """uint8 N,C,H,W -> class probabilities per image."""
+        import torch
+
+        with torch.inference_mode():
+            probabilities = torch.softmax(self.logits(batch).float(), dim=1)
+        rows: list[list[float]] = probabilities.cpu().tolist()
+        return rows
+
+    def predict(self, images: list[bytes]) -> dict[str, Any]:
+        import torch
+
+        tensors = [
+            decode_image(data, index, self.metadata, self.settings)
+            for index, data in enumerate(images)
+        ]
+        rows = self.classify(torch.stack(tensors))
+        names = self.metadata.class_names
+        predictions = []
+        for row in rows:
+            best = max(range(len(row)), key=row.__getitem__)
+            predictions.append(
+                {"class": names[best], "index": best, "probabilities": [round(p, 6) for p in row]}
+            )
+        return {
+            "model_version": self.settings.model_version,
+            "release": self.settings.release_name,
+            "classes": list(names),
+            "predictions": predictions,
+        }
+
+    def version(self) -> dict[str, Any]:
+        release = self.settings.release
+        metrics = release.metrics if release else {}
+        return {
+            "model_version": self.settings.model_version,
+            "release": self.settings.release_name,
+            "model_name": release.model_name if release else None,
+            "run_id": release.run_id if release else None,
+            "git_commit": (release.git_commit if release else None) or self.metadata.git_commit,
+            "created_at": release.created_at if release else self.metadata.created_at,
+            "architecture": self.metadata.architecture,
+            "input_size": list(self.metadata.input_size),
+            "classes": list(self.metadata.class_names),
+            "metrics": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics},
+            "device": self.device,
+            "cxml_version": __version__,
+        }
+
+
+def fuse_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold batch norms into the convolutions before them (same outputs, fewer ops per request)."""
+    import torch
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        with torch.inference_mode():
+            fused: torch.nn.Module = fuse(model)
+    except Exception:  # a model torch.fx cannot trace is served as it is
+        return model
+    return fused
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {requested}: CUDA is not available here; use --device cpu or auto"
+            )
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pixel_model(settings: ServeSettings, device: str) -> tuple[torch.nn.Module, ModelMetadata]:
+    """The model file as the MLflow model is: raw pixels in, logits out (nets.PixelClassifier)."""
+    from cxml.ml import models
+    from cxml.ml.nets import PixelClassifier
+
+    try:
+        model, metadata = models.load_model_file(settings.model_path, device)
+    except RuntimeError as exc:  # weights that do not fit the architecture in the metadata
+        first = str(exc).strip().splitlines()[0]
+        raise RecordError(
+            f"{settings.model_path}: the weights do not fit the model ({first}); retrain it"
+        ) from None
+    pixel_model = PixelClassifier(fuse_for_inference(model), metadata.mean, metadata.std)
+    return pixel_model.to(device).eval(), metadata

@@ -1,0 +1,42 @@
+"""What one `cxml serve` process is told: the model, the address, the request limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cxml.records import release as bundle
+
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+"""Larger images are refused before they are decoded (a decompression bomb guard)."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_path: Path
+    release: bundle.ReleaseInfo | None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    threads: int = 1
+    workers: int = 1
+    max_batch: int = 64
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    resize: bool = True
+    model_version: str = "local"
+    release_name: str = "local"
+
+
+def default_workers(device: str) -> int:
+    # One process per core serves small models best on CPU; on a GPU one process, one CUDA context.
+    on_gpu = device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
+    return 1 if on_gpu else max(1, min(4, os.cpu_count() or 1))
+
+
+def default_threads(workers: int) -> int:
+    # Measured on 2 cores: one torch thread per worker, beside its event loop, beats more threads.
+    return max(1, min(4, (os.cpu_count() or 1) // (2 * workers)))

@@ -1,0 +1,114 @@
+"""`cxml serve`: HTTP inference over a release bundle (/predict, /healthz, /version, /metrics)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxml.core.console import run_entry_point
+from cxml.core.errors import ConfigError
+from cxml.records import release as bundle
+from cxml.serve.app import serve_one
+from cxml.serve.settings import ServeSettings, default_threads, default_workers
+from cxml.serve.workers import serve_workers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    if settings.workers == 1:
+        serve_one(settings)
+        return 0
+    return serve_workers(settings)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cxml serve", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", help="release directory (model.pt, release.json, SHA256SUMS)")
+    source.add_argument(
+        "--model", help="a bare model file (no release record): version comes from --model-version"
+    )
+    parser.add_argument(
+        "--model-version", default="local", help="version to report with --model (default: local)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: half the cores, at most 4)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="serving processes sharing the port (default: the cores, at most 4; 1 on a GPU host)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="most images in one request (default from the release, 64)",
+    )
+    parser.add_argument(
+        "--max-request-bytes", type=int, default=None, help="largest request body (default 8 MiB)"
+    )
+    parser.add_argument(
+        "--no-resize",
+        action="store_true",
+        help="refuse images not already at the model's input size",
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    release: bundle.ReleaseInfo | None = None
+    if args.bundle:
+        loaded = bundle.load_bundle(args.bundle)
+        release = loaded.info
+        model_path = loaded.model_path
+        model_version, release_name = release.model_version, release.release
+        serving = release.serving
+    else:
+        model_path = Path(args.model)
+        if not model_path.is_file():
+            raise ConfigError(f"--model {model_path}: file not found; run `cxml train` first")
+        model_version = args.model_version
+        release_name = bundle.release_name(model_version, bundle.sha256_file(model_path))
+        serving = bundle.ServingConfig()
+    workers = args.workers if args.workers is not None else default_workers(args.device)
+    threads = args.threads if args.threads is not None else default_threads(workers)
+    for name, value in (
+        ("--workers", workers),
+        ("--threads", threads),
+        ("--max-batch", args.max_batch),
+        ("--max-request-bytes", args.max_request_bytes),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be at least 1")
+    return ServeSettings(
+        model_path=model_path,
+        release=release,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        threads=threads,
+        workers=workers,
+        max_batch=args.max_batch or serving.max_batch,
+        max_request_bytes=args.max_request_bytes or serving.max_request_bytes,
+        resize=serving.resize and not args.no_resize,
+        model_version=model_version,
+        release_name=release_name,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_entry_point(main))
