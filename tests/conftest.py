@@ -56,6 +56,7 @@ def git(cwd: Path, *args: str) -> str:
         text=True,
         check=True,
         env={**os.environ, **GIT_ENV},
+        timeout=120,
     )
     return result.stdout.strip()
 

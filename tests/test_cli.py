@@ -25,7 +25,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
         "print(','.join(heavy))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert result.stdout.strip() == ""
 
@@ -45,3 +45,30 @@ def test_errors_become_github_annotations(tmp_path: Path) -> None:
         result.stderr.strip().splitlines()[-1]
         == "error: params.yaml: train.lr: expected a number, got 'fast'"
     )
+
+
+def test_python_dash_m_cxml_is_the_cxml_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cxml", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("cxml ")
+
+
+def test_each_step_package_runs_with_python_dash_m(tmp_path: Path) -> None:
+    for module in ("cxml.gate", "cxml.report", "cxml.serve", "cxml.deploy.host"):
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{module}: {result.stderr}"
+        assert "usage:" in result.stdout

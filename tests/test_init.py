@@ -22,6 +22,7 @@ def run_init(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         env=tool_env(),
+        timeout=300,
     )
 
 
@@ -34,7 +35,7 @@ def test_init_writes_params_dvc_workflows_and_ignores(
     for name in ("params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
         assert (tmp_path / name).is_file(), name
     workflows = sorted(p.name for p in (tmp_path / ".github" / "workflows").iterdir())
-    assert workflows == ["cxml-main.yml", "cxml-pull-request.yml"]
+    assert workflows == ["cxml-main.yml", "cxml-pr-comment.yml", "cxml-pull-request.yml"]
     assert (tmp_path / ".dvc").is_dir(), "dvc init ran"
     assert "labels: [gpu, deploy]" in (tmp_path / ".github" / "actionlint.yaml").read_text(
         encoding="utf-8"
@@ -128,7 +129,11 @@ def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
 
 def test_cli_front_door_knows_init() -> None:
     result = subprocess.run(
-        [PYTHON, "-m", "cxml.cli", "init", "--help"], capture_output=True, text=True, check=False
+        [PYTHON, "-m", "cxml.cli", "init", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert result.returncode == 0 and "--workflows" in result.stdout
 
@@ -175,6 +180,7 @@ def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> Non
         text=True,
         env=env,
         check=True,
+        timeout=300,
     )
     assert status.stdout.strip() == "{}", "everything up to date after repro"
     metrics = subprocess.run(
@@ -184,6 +190,7 @@ def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> Non
         text=True,
         env=env,
         check=True,
+        timeout=300,
     )
     assert '"accuracy"' in metrics.stdout
     assert os.path.exists(repo / ".github" / "workflows" / "cxml-pull-request.yml")
@@ -206,5 +213,6 @@ def test_written_workflows_pass_actionlint_with_the_written_config(tmp_path: Pat
         text=True,
         check=False,
         env=tool_env(),
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -191,7 +191,7 @@ def test_resume_after_kill(workdir: Path) -> None:
         wait_for_checkpoint_epoch(checkpoint, 2, process)
     finally:
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.wait(timeout=30)
     assert not (workdir / "model/model.pt").exists()
     import torch
 
@@ -230,6 +230,7 @@ def test_progress_flag_accepted(workdir: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stderr  # tqdm draws on stderr

@@ -15,6 +15,14 @@ Python version, the extra packages (and the base interpreter when its packages a
 when its completion marker exists: one killed mid-install has none and is rebuilt. A file lock
 keeps two jobs on one runner from building the same venv at once. When only the package source
 changed (same dependencies), the package alone is reinstalled, which takes seconds.
+
+Trust: code that runs in a venv can change it (a `.pth` file in site-packages runs in every later
+Python start), so a job never runs a venv a less trusted job could have written. Venvs live in one
+folder per trust level of the triggering event (`trusted`: push, schedule, workflow_dispatch, ...;
+`pull-request`: pull requests from this repository; `untrusted`: fork pull requests,
+pull_request_target, workflow_run of a fork's run, and any event not known to be trusted), and
+each venv carries a manifest of the SHA-256 of every file and link in it, written at build time
+and checked on every reuse: a venv that differs is rebuilt, with a `::warning::`.
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 MARKER = ".cxml-complete"
+MANIFEST = ".cxml-manifest.json"
+TRUSTED_EVENTS = frozenset(
+    {"push", "schedule", "workflow_dispatch", "release", "merge_group", "repository_dispatch"}
+)
+PULL_REQUEST_EVENTS = frozenset(
+    {"pull_request", "pull_request_review", "pull_request_review_comment"}
+)
+# Not in Actions (a person running the script): its own folder, shared with no job.
+LOCAL = "local"
 MIN_PYTHON = (3, 11)
 EXTRA_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet")
@@ -51,7 +68,8 @@ def main() -> int:
         extras = parse_extras(os.environ.get("CXML_SETUP_EXTRAS", ""))
         packages = parse_packages(os.environ.get("CXML_SETUP_PACKAGES", ""))
         inherit = bool(os.environ.get("CXML_SETUP_PYTHON", "").strip())
-        cache_root = cache_directory()
+        trust = trust_level(os.environ.get("GITHUB_EVENT_NAME", ""), read_event())
+        cache_root = cache_directory() / trust
         venv, cache_hit = ensure_venv(source_root, extras, packages, inherit, cache_root)
     except SetupError as exc:
         print(f"::error::cxml setup: {exc}", flush=True)
@@ -108,6 +126,57 @@ def cache_directory() -> Path:
     if tool_cache:
         return Path(tool_cache) / "cxml"
     return Path.home() / ".cache" / "cxml" / "venvs"
+
+
+def read_event() -> dict[str, object]:
+    """The webhook payload at `$GITHUB_EVENT_PATH`; {} when absent or unreadable."""
+    path = os.environ.get("GITHUB_EVENT_PATH", "").strip()
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def trust_level(event_name: str, event: dict[str, object]) -> str:
+    """Which cache this job may use: never one that a less trusted job could have written.
+
+    Anything not known to be trusted is `untrusted`, so a new event type fails safe.
+    """
+    event_name = event_name.strip()
+    if not event_name:
+        return LOCAL if not os.environ.get("GITHUB_ACTIONS") else "untrusted"
+    if event_name in TRUSTED_EVENTS:
+        return "trusted"
+    if event_name in PULL_REQUEST_EVENTS:
+        return "pull-request" if same_repository_pull_request(event) else "untrusted"
+    if event_name == "workflow_run":
+        return "trusted" if workflow_run_of_this_repository(event) else "untrusted"
+    return "untrusted"
+
+
+def full_name(repository: object) -> str | None:
+    name = repository.get("full_name") if isinstance(repository, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def same_repository_pull_request(event: dict[str, object]) -> bool:
+    pull = event.get("pull_request")
+    head = pull.get("head") if isinstance(pull, dict) else None
+    head_name = full_name(head.get("repo")) if isinstance(head, dict) else None
+    base_name = full_name(event.get("repository"))
+    return head_name is not None and head_name == base_name
+
+
+def workflow_run_of_this_repository(event: dict[str, object]) -> bool:
+    """A workflow_run after a push/schedule of this repository, not after a pull request."""
+    run = event.get("workflow_run")
+    if not isinstance(run, dict) or run.get("event") not in TRUSTED_EVENTS:
+        return False
+    head_name = full_name(run.get("head_repository"))
+    return head_name is not None and head_name == full_name(event.get("repository"))
 
 
 def read_project_version(pyproject: Path) -> str:
@@ -193,20 +262,89 @@ def ensure_venv(
     with exclusive_lock(cache_root / f"{name}.lock"):
         marker = read_marker(venv)
         if marker is not None and venv_python(venv).exists():
-            if marker.get("source") != wanted_source:
-                print("cxml setup: package source changed; reinstalling cxml only", flush=True)
-                (venv / MARKER).unlink()  # interrupted reinstall -> full rebuild next time
-                install_package(venv, source_root, extras, [], with_dependencies=False)
-                write_marker(venv, wanted_source)
-            return venv, True
-        if venv.exists():
+            changed = changed_files(venv)
+            if not changed:
+                if marker.get("source") != wanted_source:
+                    print("cxml setup: package source changed; reinstalling cxml only", flush=True)
+                    (venv / MARKER).unlink()  # interrupted reinstall -> full rebuild next time
+                    install_package(venv, source_root, extras, [], with_dependencies=False)
+                    write_manifest(venv)
+                    write_marker(venv, wanted_source)
+                return venv, True
+            warn_tampered(venv, changed)
+        elif venv.exists():
             print(
                 f"cxml setup: {venv} is incomplete (an interrupted build); rebuilding", flush=True
             )
-            shutil.rmtree(venv)
+        if venv.exists() or venv.is_symlink():
+            remove_venv(venv)
         build_venv(venv, source_root, extras, packages, inherit)
+        write_manifest(venv)
         write_marker(venv, wanted_source)
         return venv, False
+
+
+def remove_venv(venv: Path) -> None:
+    if venv.is_symlink() or not venv.is_dir():
+        venv.unlink()
+    else:
+        shutil.rmtree(venv)
+
+
+def warn_tampered(venv: Path, changed: list[str]) -> None:
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    message = (
+        f"cxml setup: {venv} differs from what was built ({shown}): something wrote into the "
+        "cached environment after it was built; rebuilding it"
+    )
+    print(f"::warning::{message}", flush=True)
+
+
+def venv_files(venv: Path) -> dict[str, str]:
+    """`relative path -> sha256:<hex>` of every file, `link:<target>` of every symlink.
+
+    Links are recorded, never followed, so a link swapped to point elsewhere is a change too.
+    """
+    entries: dict[str, str] = {}
+    for folder, dirs, files in os.walk(venv, followlinks=False):
+        here = Path(folder)
+        for name in [*dirs, *files]:
+            path = here / name
+            relative = path.relative_to(venv).as_posix()
+            if relative in (MARKER, MANIFEST, f"{MARKER}.tmp", f"{MANIFEST}.tmp"):
+                continue
+            if path.is_symlink():
+                entries[relative] = f"link:{os.readlink(path)}"
+            elif path.is_file():
+                entries[relative] = f"sha256:{file_sha256(path)}"
+            elif not path.is_dir():
+                entries[relative] = "special"  # a fifo or socket has no place in a venv
+    return entries
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def write_manifest(venv: Path) -> None:
+    tmp = venv / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(venv_files(venv), sort_keys=True), encoding="utf-8")
+    os.replace(tmp, venv / MANIFEST)
+
+
+def changed_files(venv: Path) -> list[str]:
+    """Paths added, removed or changed since the manifest was written (["<manifest>"] if none)."""
+    try:
+        recorded = json.loads((venv / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [MANIFEST]
+    if not isinstance(recorded, dict):
+        return [MANIFEST]
+    current = venv_files(venv)
+    return sorted(
+        path for path in recorded.keys() | current.keys() if recorded.get(path) != current.get(path)
+    )
 
 
 def read_marker(venv: Path) -> dict[str, str] | None:

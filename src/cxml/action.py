@@ -102,6 +102,7 @@ STEPS: dict[str, ActionStep] = {
             Input("publish-images", "--publish-images", Kind.FLAG),
             Input("dry-run", "--dry-run", Kind.FLAG),
             Input("model-changed", "--model-unchanged", Kind.NEGATED),
+            Input("from-artifact", "--from-artifact"),
         ),
     ),
     "redeploy": ActionStep(

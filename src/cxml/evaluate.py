@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
     validate_ranges(params)
+    params.outputs.check_writable()
     rule_texts = gate_rule_texts(args, params)  # a typo in a rule fails before minutes of work
 
     import torch

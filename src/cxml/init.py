@@ -19,12 +19,14 @@ from cxml.core.errors import ConfigError
 # repository's workflows-templates/ and kept identical by tests/test_templates.py).
 WORKFLOWS: dict[str, str] = {
     "pull-request": "cxml-pull-request.yml",
+    # The trusted `workflow_run` job that comments for fork pull requests (read-only token).
+    "pr-comment": "cxml-pr-comment.yml",
     "main": "cxml-main.yml",
     "schedule": "cxml-schedule.yml",
     "ci": "ci.yml",
     "docker-image": "docker-image.yml",
 }
-DEFAULT_WORKFLOWS = ("pull-request", "main")
+DEFAULT_WORKFLOWS = ("pull-request", "pr-comment", "main")
 TEMPLATE_ACTIONS = "org/cxml@v1"
 """How the templates name the cxml actions (`org/cxml/actions/train@v1`); `--actions` replaces it."""
 ACTIONS_PATTERN = re.compile(

@@ -17,7 +17,7 @@ from typing import Any
 from cxml.core import env, ghactions
 from cxml.core.console import info, run_entry_point, warn
 from cxml.core.errors import ConfigError, DeployError, TrackingError
-from cxml.deploy import bundle, plan, ssh
+from cxml.deploy import bundle, keys, plan, ssh
 from cxml.deploy.host.settings import HostSettings, add_arguments
 from cxml.records.gate import read_gate
 from cxml.records.metrics import read_optional_metrics
@@ -61,12 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         info(dry_run(args, agent, release))
         return 0
-    with ssh_target(args) as target, tempfile.TemporaryDirectory(prefix="cxml-release-") as work:
+    with (
+        ssh.interrupt_on_termination(),
+        ssh_target(args) as target,
+        tempfile.TemporaryDirectory(prefix="cxml-release-") as work,
+    ):
         if release is None:
             result = ssh.run_step(plan.plan_rollback(agent).steps[0], target)
         else:
             result = deploy(agent, target, release, args.model, Path(work))
-    report_outputs(result, replace(target, key_file=None), agent.settings.public_url)
+    report_outputs(
+        result, replace(target, key_file=None, identity_agent=None), agent.settings.public_url
+    )
     if not args.no_alias:
         move_alias(result.get("record", {}), args.alias)
     return 0
@@ -156,25 +162,32 @@ def dry_run(args: argparse.Namespace, agent: plan.HostAgent, release: ReleaseInf
 
 @contextlib.contextmanager
 def ssh_target(args: argparse.Namespace) -> Iterator[ssh.SshTarget]:
-    """The SSH target with the key and known_hosts in private temp files, removed afterwards."""
-    with ssh.credential_files(
+    """The SSH target: known_hosts in a private temp dir, key material in a short-lived agent."""
+    with keys.credential_files(
         key_file=args.ssh_key_file,
         key_material=env.get(env.CXML_SSH_KEY),
         known_hosts=args.known_hosts or env.get(env.CXML_KNOWN_HOSTS),
         known_hosts_file=args.known_hosts_file,
         accept_new_host_key=args.accept_new_host_key,
     ) as creds:
-        yield target_from_args(args, creds.key_file, creds.known_hosts_file)
+        yield target_from_args(
+            args, creds.key_file, creds.known_hosts_file, identity_agent=creds.identity_agent
+        )
 
 
 def target_from_args(
-    args: argparse.Namespace, key_file: str | None, known_hosts_file: str
+    args: argparse.Namespace,
+    key_file: str | None,
+    known_hosts_file: str,
+    *,
+    identity_agent: str | None = None,
 ) -> ssh.SshTarget:
     return ssh.SshTarget(
         host=args.host,
         port=args.port,
         user=args.user,
         key_file=key_file,
+        identity_agent=identity_agent,
         known_hosts_file=known_hosts_file,
         accept_new_host_key=args.accept_new_host_key,
         upload_limit_kbit_s=args.upload_limit_kbit,

@@ -176,13 +176,17 @@ def locked_model_hash(lock_file: Path, model_path: str) -> str | None:
     """The hash dvc.lock records for the model output, None when it records none."""
     if not lock_file.is_file():
         return None
-    import yaml
+    from cxml.core.config import parse_yaml
+    from cxml.core.files import read_utf8
 
-    lock: Any = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
+    fix = "run `dvc repro` to rewrite it"
+    text = read_utf8(lock_file, fix=fix, error=ConfigError)
+    lock: Any = parse_yaml(text, str(lock_file))
     stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
     wanted = Path(model_path).as_posix()
     for stage in stages.values() if isinstance(stages, dict) else ():
-        for out in stage.get("outs", []) if isinstance(stage, dict) else ():
+        outs = stage.get("outs") if isinstance(stage, dict) else None
+        for out in outs if isinstance(outs, list) else ():
             if isinstance(out, dict) and Path(str(out.get("path", ""))).as_posix() == wanted:
                 return str(out.get("md5") or out.get("etag") or out.get("checksum") or "") or None
     return None

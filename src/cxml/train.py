@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxml import __version__
@@ -44,8 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = apply_overrides(load_params(args.params), args)
     validate_ranges(params)
+    params.outputs.check_writable()
     use_compile_cache(params.train)
+    with hold_training_lock(params.outputs):
+        train(params, args)
+    return 0
 
+
+def train(params: Params, args: argparse.Namespace) -> None:
+    """Load the data, fit, and (on the main process) log the run and write the outputs."""
     from cxml.ml.data import load_dataset
     from cxml.ml.distributed import shutdown
     from cxml.tracking.runs import RunLogger
@@ -74,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_outputs(params.outputs, result, metadata, record)
     finally:
         shutdown(ctx)
-    return 0
+
+
+def hold_training_lock(out: OutputsConfig) -> AbstractContextManager[None]:
+    """The directory's training lock, held by the first process (torchrun starts one per GPU)."""
+    from cxml.ml.checkpoint import training_lock
+    from cxml.ml.distributed import first_process
+
+    return training_lock(Path(out.checkpoint_dir)) if first_process() else nullcontext()
 
 
 def start_processes(params: Params) -> tuple[torch.device, DistContext]:

@@ -130,6 +130,7 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "CXML_REPORT_PUBLISH_IMAGES": "true",
             "CXML_REPORT_DRY_RUN": "true",
             "CXML_REPORT_MODEL_CHANGED": "false",
+            "CXML_REPORT_FROM_ARTIFACT": "/runner/_temp/cxml-pr-report",
         },
         [
             "--params=p.yaml",
@@ -138,6 +139,7 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "--publish-images",
             "--dry-run",
             "--model-unchanged",
+            "--from-artifact=/runner/_temp/cxml-pr-report",
         ],
     ),
     ("report", {"CXML_REPORT_NAME": "--dry-run"}, ["--name=--dry-run"]),  # a value stays a value
@@ -429,5 +431,7 @@ def test_the_helper_imports_no_step_and_no_torch() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mlflow', 'dvc') "
         "or m in ('cxml.train', 'cxml.evaluate', 'cxml.repro', 'cxml.redeploy', 'cxml.report.step')))"
     )
-    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert result.stdout.strip() == "[]"

@@ -5,11 +5,14 @@
 - every step runs in bash and no `${{ ... }}` expression is pasted into a script;
 - the root action runs the same one-line steps as the separate actions (how each step's
   inputs become its arguments is tested in test_action_inputs.py);
-- the setup script: cache key, reuse, a half-built venv is rebuilt (also after a real kill).
+- the setup script: cache key, reuse, a half-built venv is rebuilt (also after a real kill);
+  one cache per trust level (a pull request's venv never runs in a push job) and a manifest of
+  file hashes checked on every reuse (a changed venv is rebuilt, with a warning).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -52,6 +55,7 @@ def test_every_action_validates_against_the_action_metadata_schema() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(ACTION_FILES) == 6  # root, setup, train, evaluate, report, redeploy
@@ -260,6 +264,9 @@ def test_too_old_python_is_one_clear_error(
 def run_setup(cache: Path, outputs: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {
         **tool_env(),
+        # A push job, whatever event the test suite itself runs under.
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": "",
         "RUNNER_TOOL_CACHE": str(cache),
         "CXML_SETUP_PYTHON": PYTHON,
         "CXML_SETUP_EXTRAS": "train,report,dvc",
@@ -283,11 +290,13 @@ def read_outputs(path: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_setup_builds_reuses_and_survives_a_kill(tmp_path: Path) -> None:
-    """Real venvs: killed mid-build -> rebuilt; then a warm run reuses it in well under a second."""
+    """Real venvs: killed mid-build -> rebuilt; then a warm run reuses it."""
     cache = tmp_path / "tool-cache"
     outputs = tmp_path / "outputs.txt"
     env = {
         **tool_env(),
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": "",
         "RUNNER_TOOL_CACHE": str(cache),
         "CXML_SETUP_PYTHON": PYTHON,
         "CXML_SETUP_EXTRAS": "train,report,dvc",
@@ -300,11 +309,14 @@ def test_setup_builds_reuses_and_survives_a_kill(tmp_path: Path) -> None:
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while not list((cache / "cxml").glob("cxml-*/bin/python")) and time.monotonic() < deadline:
+    while (
+        not list((cache / "cxml" / "trusted").glob("cxml-*/bin/python"))
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)  # the whole job: setup script, venv, pip
-    killed.wait()
-    assert not list((cache / "cxml").glob("cxml-*/.cxml-complete")), (
+    killed.wait(timeout=30)
+    assert not list((cache / "cxml" / "trusted").glob("cxml-*/.cxml-complete")), (
         "killed too late to test a half-built venv"
     )
 
@@ -319,6 +331,7 @@ def test_setup_builds_reuses_and_survives_a_kill(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     assert check.stdout.strip().startswith(str(Path(cold["venv"])))  # the action's copy, not ours
     shipped = subprocess.run(  # the installed wheel carries the templates `cxml init` writes
@@ -330,6 +343,7 @@ def test_setup_builds_reuses_and_survives_a_kill(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     assert (
         shipped.stdout
@@ -342,7 +356,9 @@ def test_setup_builds_reuses_and_survives_a_kill(tmp_path: Path) -> None:
     warm_outputs = read_outputs(outputs)
     assert warm_outputs["cache-hit"] == "true"
     assert warm_outputs["python"] == cold["python"]
-    assert float(warm_outputs["seconds"]) < 2.0
+    # reuse, not a rebuild (cold took tens of seconds); the speed itself is measured in
+    # benchmarks/action_overhead.py, not asserted here where a loaded machine would flake
+    assert float(warm_outputs["seconds"]) < float(cold["seconds"])
     print(f"setup: cold {cold['seconds']} s, warm {warm_outputs['seconds']} s")
 
 
@@ -351,3 +367,181 @@ def test_setup_reports_bad_input_as_an_error_annotation(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout.startswith("::error::cxml setup: extras: 'train;id' is not an extra name")
     assert not (tmp_path / "cache").exists()
+
+
+# --- the setup script: trust levels and the manifest ----------------------------------------
+
+REPOSITORY_JSON = {"full_name": "acme/widgets"}
+FORK_PULL_REQUEST = {
+    "pull_request": {"number": 7, "head": {"repo": {"full_name": "mallory/widgets"}}},
+    "repository": REPOSITORY_JSON,
+}
+SAME_REPO_PULL_REQUEST = {
+    "pull_request": {"number": 8, "head": {"repo": REPOSITORY_JSON}},
+    "repository": REPOSITORY_JSON,
+}
+
+
+def workflow_run_event(event: str, head_repository: str) -> dict[str, Any]:
+    run = {"event": event, "head_repository": {"full_name": head_repository}}
+    return {"workflow_run": run, "repository": REPOSITORY_JSON}
+
+
+@pytest.mark.parametrize(
+    ("event_name", "event", "level"),
+    [
+        ("push", {}, "trusted"),
+        ("schedule", {}, "trusted"),
+        ("workflow_dispatch", {}, "trusted"),
+        ("pull_request", SAME_REPO_PULL_REQUEST, "pull-request"),
+        ("pull_request", FORK_PULL_REQUEST, "untrusted"),
+        ("pull_request", {}, "untrusted"),  # no payload: assume the worst
+        ("pull_request_target", SAME_REPO_PULL_REQUEST, "untrusted"),
+        ("workflow_run", workflow_run_event("push", "acme/widgets"), "trusted"),
+        ("workflow_run", workflow_run_event("pull_request", "mallory/widgets"), "untrusted"),
+        ("workflow_run", workflow_run_event("pull_request", "acme/widgets"), "untrusted"),
+        ("issue_comment", {}, "untrusted"),
+        ("some_future_event", {}, "untrusted"),
+    ],
+)
+def test_each_event_has_its_trust_level(
+    setup_script: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    event_name: str,
+    event: dict[str, Any],
+    level: str,
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert setup_script.trust_level(event_name, event) == level
+
+
+def test_outside_actions_the_cache_is_a_local_one(
+    setup_script: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert setup_script.trust_level("", {}) == "local"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert setup_script.trust_level("", {}) == "untrusted"
+
+
+def real_venvs_without_install(setup_script: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real venvs (`python -m venv`, no pip) so a planted `.pth` really runs; cxml not installed."""
+
+    def build_venv(venv: Path, *args: object) -> None:
+        subprocess.run(
+            [PYTHON, "-m", "venv", "--without-pip", str(venv)],
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+        (venv / "installed-by-cxml.txt").write_text("cxml\n", encoding="utf-8")
+
+    def install_package(venv: Path, *args: object, with_dependencies: bool) -> None:
+        pass
+
+    monkeypatch.setattr(setup_script, "build_venv", build_venv)
+    monkeypatch.setattr(setup_script, "install_package", install_package)
+
+
+def setup_job(
+    setup_script: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    event_name: str,
+    event: dict[str, Any],
+) -> dict[str, str]:
+    """Run the setup script's main() as a job of `event_name` would; return its outputs."""
+    event_file = tmp_path / f"event-{event_name}.json"
+    event_file.write_text(json.dumps(event), encoding="utf-8")
+    outputs = tmp_path / f"outputs-{event_name}-{time.monotonic_ns()}.txt"
+    for name in ("CXML_SETUP_CACHE_DIR", "CXML_SETUP_PYTHON", "CXML_SETUP_PACKAGES"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("GITHUB_PATH", "GITHUB_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CXML_SETUP_EXTRAS", "report")
+    monkeypatch.setenv("RUNNER_TOOL_CACHE", str(tmp_path / "tool-cache"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", event_name)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event_file))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    assert setup_script.main() == 0
+    return read_outputs(outputs)
+
+
+def plant_pth(venv: Path, proof: Path) -> Path:
+    """What a pull request's code can do from inside the venv: a `.pth` line runs at every start."""
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    planted = site_packages / "zzz_planted.pth"
+    planted.write_text(f"import pathlib; pathlib.Path({str(proof)!r}).touch()\n", encoding="utf-8")
+    return planted
+
+
+def start_python(venv: Path) -> None:
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "pass"], check=True, timeout=60, capture_output=True
+    )
+
+
+def test_a_pth_planted_by_a_pull_request_never_runs_in_a_push_job(
+    setup_script: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_venvs_without_install(setup_script, monkeypatch)
+    proof = tmp_path / "planted-code-ran"
+    pr = setup_job(setup_script, monkeypatch, tmp_path, "pull_request", FORK_PULL_REQUEST)
+    plant_pth(Path(pr["venv"]), proof)
+    start_python(Path(pr["venv"]))
+    assert proof.exists(), "the plant must work, or this test proves nothing"
+    proof.unlink()
+
+    push = setup_job(setup_script, monkeypatch, tmp_path, "push", {})
+    assert push["venv"] != pr["venv"]
+    assert push["cache-hit"] == "false"
+    start_python(Path(push["venv"]))
+    assert not proof.exists(), "code planted by a pull request ran in the push job"
+    assert setup_job(setup_script, monkeypatch, tmp_path, "push", {})["cache-hit"] == "true"
+
+
+@pytest.mark.parametrize("change", ["planted .pth", "edited file", "swapped link"])
+def test_a_changed_trusted_venv_is_detected_and_rebuilt(
+    setup_script: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+) -> None:
+    real_venvs_without_install(setup_script, monkeypatch)
+    proof = tmp_path / "planted-code-ran"
+    first = setup_job(setup_script, monkeypatch, tmp_path, "push", {})
+    venv = Path(first["venv"])
+    assert "/trusted/" in first["venv"]
+    if change == "planted .pth":
+        plant_pth(venv, proof)
+    elif change == "edited file":
+        with (venv / "installed-by-cxml.txt").open("a", encoding="utf-8") as handle:
+            handle.write("import evil\n")
+    else:
+        (venv / "bin" / "python").unlink()
+        (venv / "bin" / "python").symlink_to("/bin/sh")
+    capsys.readouterr()
+
+    again = setup_job(setup_script, monkeypatch, tmp_path, "schedule", {})
+    assert again["venv"] == first["venv"]
+    assert again["cache-hit"] == "false"
+    out = capsys.readouterr().out
+    assert out.startswith("::warning::cxml setup:"), out
+    assert "rebuilding" in out
+    start_python(venv)
+    assert not proof.exists()
+    assert (venv / "installed-by-cxml.txt").read_text(encoding="utf-8") == "cxml\n"
+    assert setup_job(setup_script, monkeypatch, tmp_path, "push", {})["cache-hit"] == "true"
+
+
+def test_a_venv_without_a_manifest_is_not_trusted(
+    setup_script: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_builds(setup_script, monkeypatch)
+    cache = tmp_path / "tool-cache"
+    venv, _ = setup_script.ensure_venv(REPO_ROOT, ["train"], [], False, cache)
+    (venv / ".cxml-manifest.json").unlink()  # e.g. planted as a whole, marker and all
+    assert setup_script.ensure_venv(REPO_ROOT, ["train"], [], False, cache) == (venv, False)
+    assert calls == ["build", "build"]

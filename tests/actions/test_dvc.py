@@ -44,6 +44,7 @@ def cxml_init(repo: Path) -> None:
         text=True,
         check=False,
         env=tool_env(),
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     params = repo / "params.yaml"
@@ -60,6 +61,7 @@ def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
         text=True,
         check=False,
         env={**tool_env(), **(env or {})},
+        timeout=300,
     )
     assert result.returncode == 0, f"dvc {' '.join(args)}: {result.stdout}{result.stderr}"
     return result.stdout
@@ -187,7 +189,7 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=30)
         log.close()
 
 
@@ -223,6 +225,7 @@ def run_train_step(
         text=True,
         env=env,
         check=False,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     outputs = {}

@@ -22,6 +22,12 @@ from tests.support.actions import PACKAGE_TEMPLATE_DIR, REPO_ROOT, TEMPLATE_DIR,
 TEMPLATES = sorted(TEMPLATE_DIR.glob("*.yml"))
 TEMPLATE_IDS = [path.name for path in TEMPLATES]
 CXML_USES = re.compile(r"^org/cxml/actions/(?P<action>[a-z-]+)@v1$")
+REPO_WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
+# `owner/repo[/path]@<40 hex> # v1.2.3`: a tag can be moved, a commit cannot.
+PINNED_USES = re.compile(
+    r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}\s+#\s+v\d+(?:\.\d+){0,2}\s*$"
+)
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<target>\S+)")
 RUNNER_LABELS = "self-hosted-runner:\n  labels: [gpu, deploy]\n"
 
 
@@ -38,6 +44,7 @@ def test_the_templates_are_there() -> None:
     assert TEMPLATE_IDS == [
         "ci.yml",
         "cxml-main.yml",
+        "cxml-pr-comment.yml",
         "cxml-pull-request.yml",
         "cxml-schedule.yml",
         "docker-image.yml",
@@ -65,6 +72,7 @@ def test_templates_validate_against_the_workflow_schema() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -79,6 +87,7 @@ def test_templates_pass_actionlint_with_shellcheck(tmp_path: Path) -> None:
         text=True,
         check=False,
         env=tool_env(),
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -92,7 +101,12 @@ def test_actionlint_would_catch_an_injected_expression(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     result = subprocess.run(
-        [tool("actionlint"), str(bad)], capture_output=True, text=True, check=False, env=tool_env()
+        [tool("actionlint"), str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=tool_env(),
+        timeout=300,
     )
     assert result.returncode != 0
     assert "potentially untrusted" in result.stdout
@@ -148,13 +162,18 @@ def test_pull_request_template_is_least_privilege_and_fork_safe() -> None:
 
 def test_ci_template_passes_on_a_repository_with_no_code_yet(tmp_path: Path) -> None:
     """What `cxml init` leaves has no .py files and no tests: the ci.yml steps must not fail."""
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=300)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     steps = load(TEMPLATE_DIR / "ci.yml")["jobs"]["test"]["steps"]
     for step in steps:
         if step.get("name") in ("mypy", "pytest"):
             result = subprocess.run(
-                ["bash", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True
+                ["bash", "-c", step["run"]],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             assert result.returncode == 0, (step["name"], result.stdout, result.stderr)
             assert "yet" in result.stdout
@@ -198,6 +217,7 @@ def test_dockerfile_gpu_is_hadolint_clean() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -215,3 +235,112 @@ def test_dockerfile_gpu_promises() -> None:
     assert "HEALTHCHECK" not in text
     assert 'CMD ["python", "-m", "cxml.train"]' in final
     assert "apt-get" not in final and "build-essential" not in final
+
+
+# --- supply chain and credentials -----------------------------------------------------------
+
+
+def unpinned_uses(text: str) -> list[str]:
+    """`uses:` lines naming a third-party action by anything but a full commit SHA + version."""
+    bad = []
+    for line in text.splitlines():
+        match = USES_LINE.match(line)
+        if not match:
+            continue
+        target = match["target"].strip("'\"")
+        if target.startswith("./") or CXML_USES.match(target) or target.startswith("docker://"):
+            continue  # this repository's own actions, at the tag the user picks with `cxml init`
+        if not PINNED_USES.match(line):
+            bad.append(line.strip())
+    return bad
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*TEMPLATES, *REPO_WORKFLOWS],
+    ids=[*TEMPLATE_IDS, *(f".github/{p.name}" for p in REPO_WORKFLOWS)],
+)
+def test_third_party_actions_are_pinned_to_a_commit(path: Path) -> None:
+    assert unpinned_uses(path.read_text(encoding="utf-8")) == []
+
+
+def test_the_pin_check_catches_tags_branches_and_short_shas() -> None:
+    for line in (
+        "      - uses: actions/checkout@v6",
+        "      - uses: actions/checkout@main",
+        "      - uses: actions/checkout@d23441a",
+        "      - uses: actions/checkout@d23441a48e516b6c34aea4fa41551a30e30af803",  # no version
+        "        uses: docker/build-push-action@v7 # 53b7df96c91f9c12dcc8a07bcb9ccacbed38856a",
+        "      - uses: someone/cxml/actions/train@v1",
+    ):
+        assert unpinned_uses(line) == [line.strip()], line
+    for line in (
+        "      - uses: actions/checkout@d23441a48e516b6c34aea4fa41551a30e30af803 # v6.1.0",
+        "      - uses: ./actions/train",
+        "        uses: org/cxml/actions/report@v1",
+    ):
+        assert unpinned_uses(line) == [], line
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*TEMPLATES, *REPO_WORKFLOWS],
+    ids=[*TEMPLATE_IDS, *(f".github/{p.name}" for p in REPO_WORKFLOWS)],
+)
+def test_checkout_never_leaves_the_token_for_the_repository_code(path: Path) -> None:
+    workflow = load(path)
+    for job in workflow["jobs"].values():
+        for step in job.get("steps", []):
+            if str(step.get("uses", "")).startswith("actions/checkout@"):
+                assert step.get("with", {}).get("persist-credentials") is False, path.name
+
+
+# --- fork pull requests: the artifact and the trusted comment job ---------------------------
+
+FORK = "github.event.pull_request.head.repo.full_name != github.repository"
+
+
+def test_fork_pull_requests_hand_over_data_only() -> None:
+    job = load(TEMPLATE_DIR / "cxml-pull-request.yml")["jobs"]["model"]
+    steps = job["steps"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["if"] == FORK
+    assert upload["with"]["name"] == "cxml-pr-report"
+    handover = next(s for s in steps if "cxml-pr-report" in s.get("run", ""))
+    assert handover["if"] == FORK
+    assert not any("secrets." in str(value) for value in handover["env"].values())
+    assert set(handover["env"]) == {"PR_NUMBER", "REPORT_FILE"}
+    assert handover["env"]["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
+
+
+def test_the_comment_job_never_runs_the_pull_requests_code() -> None:
+    workflow = load(TEMPLATE_DIR / "cxml-pr-comment.yml")
+    assert set(workflow["on"]) == {"workflow_run"}
+    assert workflow["on"]["workflow_run"]["workflows"] == [
+        load(TEMPLATE_DIR / "cxml-pull-request.yml")["name"]
+    ]
+    assert workflow["permissions"] == {"actions": "read", "pull-requests": "write"}
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"  # no self-hosted runner, no shared tool cache
+    assert "github.event.workflow_run.head_repository.full_name != github.repository" in job["if"]
+    assert "github.event.workflow_run.event == 'pull_request'" in job["if"]
+    uses = [str(step.get("uses", "")) for step in job["steps"]]
+    assert not any(u.startswith("actions/checkout@") for u in uses), "no checkout of PR code"
+    assert not any("run" in step for step in job["steps"]), "nothing of the artifact is run"
+    download, post = job["steps"]
+    assert download["uses"].startswith("actions/download-artifact@")
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    assert download["with"]["name"] == "cxml-pr-report"
+    assert post["uses"] == "org/cxml/actions/report@v1"
+    assert post["with"]["from-artifact"] == download["with"]["path"]
+    assert post["with"]["extras"] == "report"  # no torch download to post a comment
+
+
+def test_the_fork_hint_of_the_report_names_a_template_that_ships() -> None:
+    from cxml.init import WORKFLOWS
+    from cxml.report.forges.github import FORK_HINT
+
+    names = re.findall(r"workflows-templates/([\w.-]+\.yml)", FORK_HINT)
+    assert names, FORK_HINT
+    for name in names:
+        assert (TEMPLATE_DIR / name).is_file() and name in WORKFLOWS.values()

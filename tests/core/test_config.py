@@ -108,3 +108,83 @@ def test_exponent_floats_are_numbers(tmp_path: Path) -> None:
     path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5.0E-4\n")
     params = load_params(path)
     assert params.train.lr == 0.001 and params.train.weight_decay == 0.0005
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"train": {"label_smoothing": 5}},
+            "train.label_smoothing: must be at least 0 and below 1",
+        ),
+        ({"data": {"image_size": 1_000_000}}, "data.image_size: must be between 4 and 1024"),
+        ({"data": {"crop_padding": 100_000}}, "data.crop_padding: must not exceed the image size"),
+        ({"train": {"momentum": -1}}, "train.momentum: must be at least 0 and below 1"),
+        ({"train": {"weight_decay": -1}}, "train.weight_decay: must not be negative"),
+        ({"data": {"split_seed": -1}}, "data.split_seed: must be between 0 and 4294967295"),
+        ({"train": {"seed": 10**23}}, "train.seed: must be between 0 and 4294967295"),
+        ({"evaluate": {"batch_size": 0}}, "evaluate.batch_size: must be at least 1"),
+    ],
+)
+def test_values_that_would_crash_training_are_refused(raw: dict[str, object], message: str) -> None:
+    """Each of these ended in a traceback (label_smoothing: 5, an allocation of 7.2e15 bytes)."""
+    with pytest.raises(ConfigError, match=message):
+        validate_ranges(params_from_mapping(raw))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 10**400])
+def test_numbers_must_be_finite(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a finite number"):
+        params_from_mapping({"train": {"lr": value}})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("train:\n  lr: 0.1\n".encode("utf-16"), "params.yaml: not UTF-8 text; save it as UTF-8"),
+        (b"train:\n  lr: 0.1 # caf\xe9\n", "params.yaml: not UTF-8 text"),
+        (b"train:\n  lr: " + b"[" * 100_000 + b"]" * 100_000, "params.yaml: nested too deeply"),
+        (b"train:\n  epochs: " + b"1" * 5000 + b"\n", "params.yaml: a number is too long"),
+        (
+            b"train:\n  lr: " + b"1" * 400 + b"\n",
+            "train.lr: expected a finite number, got a 400-digit",
+        ),
+    ],
+)
+def test_unreadable_params_files_are_one_config_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes("train:\n  epochs: 2\n".encode("utf-8-sig"))
+    assert load_params(path).train.epochs == 2
+
+
+@pytest.mark.parametrize("key", ["model", "run_info", "gate"])
+def test_an_output_path_that_is_a_directory_is_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = params_from_mapping({"outputs": {key: "taken"}})
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ConfigError, match=f"outputs.{key}: taken: is a directory"):
+        params.outputs.check_writable()
+
+
+def test_an_output_under_a_file_is_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics").write_text("a file where the folder should be")
+    with pytest.raises(
+        ConfigError, match=r"outputs\.metrics_dir: metrics/train\.json: metrics is a file"
+    ):
+        Params().outputs.check_writable()

@@ -47,7 +47,11 @@ def test_save_then_load_gives_the_same_release(tmp_path: Path, model_file: Path)
     ]
     # sha256sum -c understands the manifest
     check = subprocess.run(
-        ["sha256sum", "-c", "SHA256SUMS"], cwd=saved.directory, capture_output=True, text=True
+        ["sha256sum", "-c", "SHA256SUMS"],
+        cwd=saved.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -120,7 +124,7 @@ def test_reading_metadata_does_not_import_torch(model_file: Path) -> None:
         "assert m['architecture'] == 'small_cnn'; assert 'torch' not in sys.modules, 'torch "
         "imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken"])
@@ -201,3 +205,26 @@ def test_release_names_are_plain_directory_names(name: str, ok: bool) -> None:
     assert release.is_release_name(name) is ok
     if ok:
         assert release.is_release_name(release.release_name(name, "ab" * 32))
+
+
+@pytest.mark.parametrize("link", ["model.pt", "SHA256SUMS", "extra"])
+def test_a_bundle_holding_a_link_is_refused(tmp_path: Path, model_file: Path, link: str) -> None:
+    saved = release.save_bundle(tmp_path / "b", model_file, release_info(model_file))
+    outside = tmp_path / "outside"
+    if link == "extra":  # a link to a directory, which no checksum names
+        outside.mkdir()
+    else:  # a link to a file with the very bytes the manifest expects
+        (saved.directory / link).rename(outside)
+    (saved.directory / link).symlink_to(outside)
+    with pytest.raises(DeployError, match=f"{link} is a link or a directory"):
+        release.verify_bundle(saved.directory)
+
+
+@pytest.mark.parametrize("name", ["../..", "..", "a/b", "/etc", 7, None])
+def test_a_release_record_naming_a_path_is_refused(
+    tmp_path: Path, model_file: Path, name: object
+) -> None:
+    record = release_info(model_file).to_dict()
+    record["release"] = name
+    with pytest.raises(RecordError, match="not a release name"):
+        release.ReleaseInfo.from_dict(record)

@@ -7,6 +7,7 @@ debootstrap with Python and the serving dependencies (CPU torch from a local whe
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shlex
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/cxml-test-base:latest"
 SERVE_IMAGE = "localhost/cxml-serve:test"
+PODMAN_TIMEOUT_S = 300.0
+SETUP_TIMEOUT_S = 1200.0
+"""debootstrap, pip and the base image import: minutes on a loaded machine, never unbounded."""
 SERVING_PACKAGES = [
     "pip",
     "fastapi", "uvicorn", "uvloop", "httptools", "python-multipart", "pillow", "numpy", "pyyaml",
@@ -54,10 +58,24 @@ class Podman:
     command: str
     """The docker-compatible command line the deploy uses (podman with its config in env vars)."""
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout_s: float = PODMAN_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*shlex.split(self.command), *args], capture_output=True, text=True, check=check
+            [*shlex.split(self.command), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout_s,
         )
+
+    def remove_test_containers(self) -> None:
+        """Remove the containers the deploys started; a podman that hangs is given up on."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            listed = self.run("ps", "-a", "--format", "{{.Names}}", check=False, timeout_s=60)
+            for name in listed.stdout.split():
+                if name.startswith("cxml-serve-"):
+                    self.run("rm", "-f", "-t", "5", name, check=False, timeout_s=60)
 
 
 def cpu_torch_wheel() -> str | None:
@@ -74,14 +92,14 @@ def build_base_rootfs(rootfs: Path, torch_wheel: str) -> None:
     subprocess.run(
         ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs),
          "http://deb.debian.org/debian"],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=SETUP_TIMEOUT_S,
     )  # fmt: skip
     (rootfs / "usr/bin/python").symlink_to("python3")
     target = rootfs / "usr/local/lib/python3.11/dist-packages"
     subprocess.run(
         [PYTHON, "-m", "pip", "install", "-q", "--no-compile", "--target", str(target), torch_wheel,
          *SERVING_PACKAGES],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=SETUP_TIMEOUT_S,
     )  # fmt: skip
 
 
@@ -116,17 +134,17 @@ def podman() -> Iterator[Podman]:
     try:
         rootfs = workdir / "rootfs"
         build_base_rootfs(rootfs, wheel)
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            subprocess.run([*shlex.split(command), "import", "-", BASE_IMAGE], stdin=tar.stdout, check=True,
-                           capture_output=True)  # fmt: skip
+        tarball = workdir / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True,
+                       capture_output=True, timeout=SETUP_TIMEOUT_S)  # fmt: skip
         shutil.rmtree(rootfs)
+        engine.run("import", str(tarball), BASE_IMAGE, timeout_s=SETUP_TIMEOUT_S)
+        tarball.unlink()
         yield engine
     finally:
-        names = engine.run("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-        for name in names:
-            if name.startswith("cxml-serve-"):
-                engine.run("rm", "-f", name, check=False)
-        engine.run("system", "reset", "--force", check=False)
+        # Not `podman system reset`: it hung past pytest's limit on a loaded machine, and the
+        # test's images and containers live in its own storage under workdir anyway.
+        engine.remove_test_containers()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -381,3 +381,31 @@ def test_a_proxy_config_that_nginx_rejects_rolls_back_before_the_old_release_sto
     assert str(state["current"]).startswith("1-")
     history = state["history"]
     assert isinstance(history, list) and history[-1]["result"] == "rolled back"
+
+
+def test_a_dash_version_and_dash_serve_args_survive_the_trip_through_ssh(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    from tests.support.deploy import png_bytes
+
+    workspace = write_workspace(tmp_path / "v1", "1")
+    result = redeploy(
+        workspace,
+        ssh_server,
+        nginx_proxy,
+        deploy_root,
+        "--version=-rc.1",
+        "--serve-args=--no-resize --max-batch=1",
+    )
+    assert_ok(result)
+    assert served_version(nginx_proxy) == "-rc.1"
+    assert str(host_state(deploy_root)["current"]).startswith("-rc.1-")
+    assert (deploy_root / "current").resolve().parent == (deploy_root / "releases").resolve()
+
+    def predict(*images: bytes) -> int:
+        files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+        return httpx.post(f"{nginx_proxy.url}/predict", files=files, timeout=30).status_code
+
+    assert predict(png_bytes()) == 200
+    assert predict(png_bytes(size=(16, 16))) == 422  # --no-resize reached `cxml serve`
+    assert predict(png_bytes(), png_bytes()) == 413  # and so did --max-batch=1

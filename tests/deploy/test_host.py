@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -14,13 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from cxml.core.errors import ConfigError, DeployError
+from cxml.core.errors import ConfigError, DeployError, RecordError
 from cxml.deploy.host.command import main, parse_args
 from cxml.deploy.host.docker import build_digest, content_tag, dockerfile_sources
 from cxml.deploy.host.health import wait_until_serving
 from cxml.deploy.host.lock import deploy_lock
 from cxml.deploy.host.proxy import proxy_check_command, upstream_config
-from cxml.deploy.host.releases import activate, install_upload, prepare, rollback, status
+from cxml.deploy.host.releases import (
+    activate,
+    discard,
+    install_upload,
+    make_world_readable,
+    prepare,
+    rollback,
+    status,
+)
 from cxml.deploy.host.services import Service, process_start_time, save_service, service_alive
 from cxml.deploy.host.settings import HostSettings
 from cxml.deploy.host.state import (
@@ -175,6 +184,79 @@ def test_uploads_outside_incoming_are_refused(tmp_path: Path, uploaded: Path) ->
     assert uploaded.exists()
 
 
+def test_a_link_in_an_upload_is_refused_and_its_target_keeps_its_mode(
+    tmp_path: Path, uploaded: Path
+) -> None:
+    settings = HostSettings(root=tmp_path / "root")
+    settings.releases_dir.mkdir(parents=True)
+    staging = stage(settings, uploaded)
+    secret = tmp_path / "shadow"  # as root, the host would make this world-readable
+    shutil.move(staging / "model.pt", secret)
+    secret.chmod(0o600)
+    (staging / "model.pt").symlink_to(secret)  # same bytes: its checksum matches
+    with pytest.raises(DeployError, match=r"model\.pt is a link"):
+        install_upload(settings, uploaded.name, staging)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert not staging.exists() and secret.exists()
+    assert list(settings.releases_dir.iterdir()) == []
+
+
+def test_permissions_are_changed_without_following_a_link(tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    upload = tmp_path / "upload"
+    upload.mkdir(mode=0o700)
+    (upload / "model.pt").write_text("weights")
+    (upload / "release.json").symlink_to(secret)  # swapped in after the checksums were checked
+    with pytest.raises(DeployError, match=r"release\.json: is a symbolic link"):
+        make_world_readable(upload)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    linked_dir = tmp_path / "linked"
+    linked_dir.symlink_to(upload)
+    with pytest.raises(DeployError, match="symbolic link"):
+        make_world_readable(linked_dir)
+
+
+def test_a_planted_link_in_incoming_is_removed_itself_never_its_target(tmp_path: Path) -> None:
+    settings = HostSettings(root=tmp_path / "root")
+    prepare(settings)
+    other_upload = settings.incoming_dir / "1-abc.other"
+    other_upload.mkdir()
+    (other_upload / "model.pt").write_text("another deploy's upload")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the host's to remove")
+    for name, target in (("2-abc.n1", other_upload), ("3-abc.n2", outside)):
+        (settings.incoming_dir / name).symlink_to(target)
+        main(
+            [
+                "discard",
+                "--staging",
+                str(settings.incoming_dir / name),
+                "--root",
+                str(settings.root),
+            ]
+        )
+        assert not (settings.incoming_dir / name).is_symlink()
+    assert (other_upload / "model.pt").exists() and (outside / "keep").exists()
+    with pytest.raises(ConfigError, match="must be under"):
+        discard(settings, settings.incoming_dir / ".." / "releases")
+    dangling = settings.incoming_dir / "4-abc.n3"
+    dangling.symlink_to(tmp_path / "nowhere")
+    os.utime(dangling, (0, 0), follow_symlinks=False)
+    prepare(settings)  # drops stale uploads: a dangling link is one, not a crash
+    assert not dangling.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["../..", "/etc", "a/b", 5])
+def test_a_state_file_naming_a_path_is_refused(tmp_path: Path, name: object) -> None:
+    settings = HostSettings(root=tmp_path)
+    settings.state_file.write_text(json.dumps({"current": "1-a", "previous": name, "releases": []}))
+    with pytest.raises(RecordError, match="not a release name"):
+        read_state(settings)
+
+
 def test_zombies_and_reused_pids_count_as_stopped() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     started = process_start_time(child.pid)
@@ -182,7 +264,7 @@ def test_zombies_and_reused_pids_count_as_stopped() -> None:
     while time.monotonic() < deadline and process_start_time(child.pid) is not None:
         time.sleep(0.05)  # exited but not reaped: a zombie
     assert started is not None and process_start_time(child.pid) is None
-    child.wait()
+    child.wait(timeout=30)
     service = Service(release="r", mode="process", port=1, pid=child.pid, pid_start=started)
     assert not service_alive(HostSettings(root=Path("/nonexistent")), service)
 
@@ -337,7 +419,7 @@ def test_a_failed_image_build_is_rolled_back_and_the_old_service_keeps_running(
         assert service_alive(settings, old_service)
     finally:
         old.kill()
-        old.wait()
+        old.wait(timeout=30)
 
 
 @pytest.mark.parametrize(

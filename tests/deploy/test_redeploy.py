@@ -17,7 +17,7 @@ import pytest
 
 from cxml import redeploy
 from cxml.core.errors import ConfigError, GateError
-from cxml.deploy import bundle, plan, ssh
+from cxml.deploy import bundle, keys, plan, ssh
 from cxml.records.gate import GateResult, parse_gate
 from cxml.records.release import ReleaseInfo, ServingConfig
 from cxml.records.run import RunRecord
@@ -171,6 +171,25 @@ def test_forced_reason_and_host_options_reach_the_host() -> None:
     assert "'--docker-command=podman --runtime runc'" in remote
 
 
+@pytest.mark.parametrize("name", ["../..", "..", "a/b", "/srv/cxml"])
+def test_the_client_never_plans_a_release_that_names_a_path(name: str) -> None:
+    with pytest.raises(ConfigError, match="not a release name"):
+        plan.plan_deploy(agent(), replace(release(), release=name), "/b", "n")
+
+
+def test_a_version_starting_with_a_dash_is_a_plain_release_name() -> None:
+    args = redeploy.parse_args(["--host", "h", "--version=-rc.1", "--serve-args=--no-resize"])
+    assert args.version == "-rc.1" and args.serve_args == "--no-resize"
+    named = bundle.describe_release(
+        "ab" * 32, {}, None, None, {}, version=args.version, forced_reason=None,
+        created_at="2026-11-25T11:00:00Z", serving=ServingConfig(),
+    )  # fmt: skip
+    assert named.release == "-rc.1-abababababab"
+    steps = plan.plan_deploy(redeploy.host_agent(args), named, "/b", "n").steps
+    remote = shlex.split(ssh.local_argv(TARGET, steps[2])[-1])  # as the host's shell splits it
+    assert "--release=-rc.1-abababababab" in remote and "--serve-args=--no-resize" in remote
+
+
 def test_keep_must_hold_current_and_previous() -> None:
     args = redeploy.parse_args(["--host", "h", "--keep", "1"])
     with pytest.raises(ConfigError, match="--keep"):
@@ -180,23 +199,30 @@ def test_keep_must_hold_current_and_previous() -> None:
 # --- credentials ----------------------------------------------------------------------------
 
 
-def test_key_from_the_environment_is_a_private_temp_file_removed_afterwards() -> None:
-    with ssh.credential_files(
-        key_file=None, key_material=FAKE_KEY + "\r\n", known_hosts="h ssh-ed25519 AAAA", known_hosts_file=None,
-        accept_new_host_key=False,
+def test_known_hosts_go_to_a_private_file_and_a_key_file_is_used_where_it_is() -> None:
+    with keys.credential_files(
+        key_file="/home/me/.ssh/deploy", key_material=FAKE_KEY, known_hosts="h ssh-ed25519 AAAA",
+        known_hosts_file=None, accept_new_host_key=False,
     ) as creds:  # fmt: skip
-        assert creds.key_file is not None
-        key_path = Path(creds.key_file)
-        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
-        assert key_path.read_text() == FAKE_KEY + "\n"
-        assert Path(creds.known_hosts_file).read_text() == "h ssh-ed25519 AAAA\n"
-    assert not key_path.exists()
+        assert creds.key_file == "/home/me/.ssh/deploy" and creds.identity_agent is None
+        hosts = Path(creds.known_hosts_file)
+        assert stat.S_IMODE(hosts.stat().st_mode) == 0o600
+        assert stat.S_IMODE(hosts.parent.stat().st_mode) == 0o700
+        assert hosts.read_text() == "h ssh-ed25519 AAAA\n"
+    assert not hosts.parent.exists()
+
+
+def test_ssh_signs_with_the_agent_chosen_by_the_public_key() -> None:
+    target = ssh.SshTarget("h", key_file="/p/id_key.pub", identity_agent="/p dir/agent")
+    argv = ssh.ssh_argv(target, ["true"])
+    assert 'IdentityAgent="/p dir/agent"' in argv
+    assert argv[argv.index("-i") + 1] == "/p/id_key.pub" and "IdentitiesOnly=yes" in argv
 
 
 def test_no_known_hosts_is_refused_unless_accepting_new_keys() -> None:
     with (
         pytest.raises(ConfigError, match="no known_hosts"),
-        ssh.credential_files(
+        keys.credential_files(
             key_file=None,
             key_material=None,
             known_hosts=None,
@@ -205,7 +231,7 @@ def test_no_known_hosts_is_refused_unless_accepting_new_keys() -> None:
         ),
     ):
         pass
-    with ssh.credential_files(
+    with keys.credential_files(
         key_file=None,
         key_material=None,
         known_hosts=None,

@@ -194,3 +194,68 @@ def test_decision_agrees_with_direct_comparison(
 def test_parser_never_crashes_on_junk(text: str) -> None:
     with contextlib.suppress(GateError):
         parse_rule(text)
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        ("accuracy >= 1/0", "division by zero"),
+        ("accuracy >= 1 / (baseline - baseline)", "division by zero"),
+        ("accuracy >= 1e308 * 10", "the result overflows to infinity"),
+        ("accuracy >= 1e308 * 10 - 1e308 * 10", "the result overflows to infinity"),
+        ("accuracy >= 1 / (1e308 * 10)", "the result overflows to infinity"),
+    ],
+)
+def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_pass(rule: str, why: str) -> None:
+    with pytest.raises(GateError) as caught:
+        decide([parse_rule(rule)], METRICS, BASELINE)
+    assert str(caught.value) == f"gate rule {rule!r} cannot be evaluated: {why}; fix the rule"
+
+
+def test_nan_metric_or_baseline_is_an_error() -> None:
+    with pytest.raises(GateError, match="accuracy is nan; re-run `cxml evaluate`"):
+        decide([parse_rule("accuracy >= 0.9")], {"accuracy": math.nan}, None)
+    with pytest.raises(GateError, match="the baseline's accuracy is inf; fix the baseline"):
+        decide([parse_rule("accuracy >= baseline")], METRICS, {"accuracy": math.inf})
+
+
+def test_an_absolute_rule_ignores_a_nan_baseline() -> None:
+    decision = decide([parse_rule("accuracy >= 0.9")], METRICS, {"accuracy": math.nan})
+    assert decision.passed
+
+
+def test_no_baseline_still_skips_a_relative_rule_with_a_division() -> None:
+    decision = decide([parse_rule("accuracy >= 1 / baseline")], METRICS, None)
+    assert decision.rules[0].result == "skipped" and decision.rules[0].reason == "no baseline"
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment"),
+    [
+        ("accuracy >= " + "(" * 100_000 + "1" + ")" * 100_000, "characters long"),
+        ("accuracy >= " + "-" * 100_000 + "1", "characters long"),
+        ("accuracy >= " + "+".join(["1"] * 100_000), "characters long"),
+        ("accuracy >= " + "(" * 17 + "1" + ")" * 17, "nest more than 16 deep"),
+        ("accuracy >= " + "- " * 20 + "1", "nest more than 16 deep"),
+        ("accuracy >= " + "1" * 400, "is too large for a float"),
+    ],
+)
+def test_huge_or_deep_rules_are_a_clear_error_not_a_recursion_error(
+    rule: str, fragment: str
+) -> None:
+    with pytest.raises(GateError) as caught:
+        parse_rule(rule)
+    assert fragment in str(caught.value) and len(str(caught.value)) < 1000
+
+
+def test_the_longest_allowed_rule_parses_and_evaluates() -> None:
+    rule = parse_rule("accuracy >= " + "+".join(["0.001"] * 80))
+    assert math.isclose(evaluate_expr(rule.threshold, None), 0.08)
+
+
+def test_an_unevaluable_rule_writes_no_decision(tmp_path: Path) -> None:
+    gate_path = tmp_path / "gate.json"
+    none = BaselineInfo(source="none", description="no baseline", metrics=None)
+    with pytest.raises(GateError):
+        run_gate(["accuracy >= 0.9", "accuracy >= 1/0"], {"accuracy": 0.95}, none, str(gate_path))
+    assert not gate_path.exists()  # neither pass nor fail: no decision at all

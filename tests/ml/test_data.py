@@ -125,3 +125,44 @@ def test_corrupt_image_skipped_with_a_count(
     err = capsys.readouterr().err
     assert "skipped 1 unreadable image file(s)" in err and "broken.png" in err
     assert "cut.png" in err
+
+
+def write_decompression_bomb(path: Path, side: int = 100_000) -> None:
+    """A valid PNG header declaring side x side pixels (10 gigapixels) in under 100 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_skipped_like_any_bad_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    write_decompression_bomb(root / "train" / "dog" / "bomb.png")
+    data = load_dataset(
+        DataConfig(source="imagefolder", path=str(root), on_bad_image="skip", image_size=8)
+    )
+    assert len(data.train) == 12
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable image file(s)" in err and "bomb.png" in err
+
+
+def test_a_decompression_bomb_fails_by_path_with_on_bad_image_fail(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "data")
+    bomb = root / "train" / "dog" / "bomb.png"
+    write_decompression_bomb(bomb)
+    with pytest.raises(DataError) as caught:
+        load_dataset(DataConfig(source="imagefolder", path=str(root), image_size=8))
+    assert str(bomb) in str(caught.value) and "over 50 megapixels" in str(caught.value)

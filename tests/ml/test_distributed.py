@@ -42,7 +42,7 @@ def kill_process_tree(process: subprocess.Popen[str]) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             victim.kill()
     psutil.wait_procs(victims, timeout=30)
-    process.wait()
+    process.wait(timeout=30)
 
 
 def torchrun_env() -> dict[str, str]:

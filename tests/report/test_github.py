@@ -33,6 +33,16 @@ def body(name: str = "digits", text: str = "accuracy 0.97") -> str:
     return f"<!-- cxml-report: {name} -->\n{text}"
 
 
+def calls(gh: FakeGitHub) -> list[str]:
+    """The requests made, short: `GET comments`, `GET /user`, `PATCH`."""
+    return [
+        f"{r.method} {'/user' if r.path == '/user' else 'comments'}"
+        if r.method != "PATCH"
+        else "PATCH"
+        for r in gh.requests
+    ]
+
+
 def client(gh: FakeGitHub, token: str | None = None, policy: RetryPolicy = FAST) -> GitHubClient:
     return GitHubClient(
         token or gh.token,
@@ -73,6 +83,67 @@ def test_other_peoples_comments_are_left_alone(fake: FakeGitHub) -> None:
     assert sorted(c["body"] for c in fake.issue_comments(7)) == sorted(["LGTM", body()])
 
 
+def test_someone_elses_comment_with_our_watermark_is_never_edited(fake: FakeGitHub) -> None:
+    mallory = fake.add_token("ghp_malloryPersonalToken000", login="mallory")
+    planted = body(text="mallory: the gate passed, merge away")
+    with client(fake, token=mallory) as gh:
+        gh._call("POST", f"{gh.repo_path}/issues/7/comments", json={"body": planted}, action="x")
+    with client(fake) as gh:
+        first = gh.upsert_comment(PR, body(text="run 1"), ours())
+        second = gh.upsert_comment(PR, body(text="run 2"), ours())
+    assert first.created and not second.created and first.id == second.id
+    by_author = {c["user"]["login"]: c["body"] for c in fake.issue_comments(7)}
+    assert by_author == {"mallory": planted, "github-actions[bot]": body(text="run 2")}
+    assert [r.status for r in fake.requests if r.path == "/user"] == [403]  # GITHUB_TOKEN
+
+
+def test_a_personal_access_token_updates_its_own_users_comment_only(fake: FakeGitHub) -> None:
+    octocat = fake.add_token("ghp_octocatPersonalToken00", login="octocat")
+    with client(fake) as bot:  # the Actions bot's report, from before the switch to a PAT
+        bot.upsert_comment(PR, body(text="by the bot"), ours())
+    with client(fake, token=octocat) as gh:
+        first = gh.upsert_comment(PR, body(text="run 1"), ours())
+        second = gh.upsert_comment(PR, body(text="run 2"), ours())
+    assert first.created and not second.created and first.id == second.id
+    by_author = {c["user"]["login"]: c["body"] for c in fake.issue_comments(7)}
+    assert by_author == {
+        "github-actions[bot]": body(text="by the bot"),
+        "octocat": body(text="run 2"),
+    }
+    assert [r.status for r in fake.requests if r.path == "/user"] == [200]
+
+
+def test_a_user_named_like_the_bot_is_not_the_bot(fake: FakeGitHub) -> None:
+    impostor = fake.add_token("ghp_impostorToken000000000", login="github-actions[bot]")
+    with client(fake, token=impostor) as gh:
+        gh._call("POST", f"{gh.repo_path}/issues/7/comments", json={"body": body()}, action="x")
+    with client(fake) as gh:
+        assert gh.upsert_comment(PR, body(text="mine"), ours()).created
+
+
+def test_comment_author_overrides_who_the_poster_is(fake: FakeGitHub) -> None:
+    octocat = fake.add_token("ghp_octocatPersonalToken00", login="octocat")
+    with client(fake, token=octocat) as gh:
+        earlier = gh.upsert_comment(PR, body(text="run 1"), ours())
+    with client(fake) as gh:  # e.g. a GitHub App's token, whose bot GitHub will not name
+        updated = gh.upsert_comment(PR, body(text="run 2"), ours(), author="OctoCat")
+    assert not updated.created and updated.id == earlier.id
+    assert [r.path for r in fake.requests].count("/user") == 0
+
+
+def test_a_token_github_will_not_identify_is_a_clear_error(fake: FakeGitHub) -> None:
+    with client(fake) as gh:
+        gh.upsert_comment(PR, body(), ours())
+    fake.fail_next("GET", r"^/user$", status=404, message="Not Found")
+    with client(fake) as gh, pytest.raises(ReportError) as caught:
+        gh.upsert_comment(PR, body(text="again"), ours())
+    assert str(caught.value) == (
+        "GitHub would not say who the token belongs to (GET /user: 404: Not Found), so cxml "
+        "cannot tell its own comment from others'; pass --comment-author LOGIN"
+    )
+    assert len(fake.issue_comments(7)) == 1
+
+
 def test_the_watermark_is_found_beyond_the_first_page(fake: FakeGitHub) -> None:
     with client(fake) as gh:
         for i in range(120):
@@ -100,8 +171,7 @@ def test_a_retried_post_after_a_dropped_connection_does_not_duplicate(
     assert len(comments) == 1
     assert comments[0]["body"] == body(text="once")
     assert not comment.created  # the lost POST had landed; the retry found and updated it
-    methods = [r.method for r in fake.requests]
-    assert methods == ["GET", "POST", "GET", "PATCH"]
+    assert calls(fake) == ["GET comments", "POST comments", "GET comments", "GET /user", "PATCH"]
 
 
 def test_a_post_whose_answer_is_cut_off_is_checked_before_it_is_sent_again(
@@ -112,7 +182,7 @@ def test_a_post_whose_answer_is_cut_off_is_checked_before_it_is_sent_again(
         comment = gh.upsert_comment(PR, body(text="once"), ours())
     assert [c["body"] for c in fake.issue_comments(7)] == [body(text="once")]
     assert not comment.created  # the cut-off POST had landed; the fresh look found it
-    assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "PATCH"]
+    assert calls(fake) == ["GET comments", "POST comments", "GET comments", "GET /user", "PATCH"]
 
 
 def test_a_read_whose_answer_is_cut_off_is_retried(fake: FakeGitHub) -> None:
@@ -165,6 +235,20 @@ def test_a_wait_longer_than_the_budget_fails_fast_with_a_clear_message(
     ):
         gh.upsert_comment(PR, body(), ours())
     assert time.monotonic() - started < 2
+
+
+def test_commit_comments_by_someone_else_are_left_alone_too(fake: FakeGitHub) -> None:
+    target = CommentTarget("commit", sha="d" * 40)
+    mallory = fake.add_token("ghp_malloryPersonalToken000", login="mallory")
+    with client(fake, token=mallory) as gh:
+        planted = gh.upsert_comment(target, body(text="planted"), ours())
+    with client(fake) as gh:
+        mine = gh.upsert_comment(target, body(text="mine"), ours())
+    assert mine.created and mine.id != planted.id
+    assert sorted(c["body"] for c in fake.commit_comments("d" * 40)) == [
+        body(text="mine"),
+        body(text="planted"),
+    ]
 
 
 def test_commit_comments_are_created_then_updated(fake: FakeGitHub) -> None:

@@ -1,8 +1,10 @@
 """cxml.report.forges.gitlab and `cxml report` in a GitLab merge-request pipeline, against a loopback fake GitLab.
 
 GitLab publishes no machine-readable REST description we can check against here, so the fake
-checks what its v4 docs state for the three note endpoints: the paths, `PRIVATE-TOKEN` or
-`JOB-TOKEN`, a JSON body with a string `body`, and `per_page` <= 100.
+checks what its v4 docs state for the three note endpoints and `GET /user`: the paths,
+`PRIVATE-TOKEN` or `JOB-TOKEN`, a JSON body with a string `body`, and `per_page` <= 100. Notes
+carry their `author` as GitLab's do; each token acts as one user (a project access token's is
+a bot user, `project_<id>_bot_<hash>`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from cxml.report.step import main
 from tests.support.report import Workspace, clean_env, workspace  # noqa: F401 - fixtures `ws` uses
 
 TOKEN = "glpat-fakeProjectToken123"
+OTHER_TOKEN = "glpat-someoneElsesToken456"
+USERS = {
+    TOKEN: {"id": 71, "username": "project_42_bot_0a1b2c", "name": "cxml", "bot": True},
+    OTHER_TOKEN: {"id": 72, "username": "mallory", "name": "Mallory", "bot": False},
+}
 PROJECT = "group/model-repo"
 FAST = RetryPolicy(deadline_s=5, base_delay_s=0.01, max_delay_s=0.05)
 
@@ -85,8 +92,10 @@ class FakeGitLab:
         raw: bytes,
     ) -> tuple[int, Any]:
         token = headers.get("PRIVATE-TOKEN") or headers.get("JOB-TOKEN")
-        if token != TOKEN:
+        if token not in USERS:
             return 401, {"message": "401 Unauthorized"}
+        if path == "/api/v4/user" and method == "GET":
+            return 200, {**USERS[token], "state": "active", "web_url": "https://gitlab.example.com"}
         match = re.fullmatch(
             r"/api/v4/projects/([^/]+)/merge_requests/(\d+)(/notes(?:/(\d+))?)?", path
         )
@@ -123,7 +132,13 @@ class FakeGitLab:
             items = sorted(self.notes.values(), key=lambda n: n["id"])
             return 200, items[(page - 1) * per_page : page * per_page]
         if method == "POST" and note_id is None:
-            note = {"id": next(self.ids), "body": body["body"], "system": False, "noteable_iid": 5}
+            note = {
+                "id": next(self.ids),
+                "body": body["body"],
+                "author": USERS[token],
+                "system": False,
+                "noteable_iid": 5,
+            }
             self.notes[note["id"]] = note
             return 201, note
         if method == "PUT" and note_id is not None and int(note_id) in self.notes:
@@ -166,6 +181,33 @@ def test_note_is_created_then_updated_in_place(gitlab: FakeGitLab) -> None:
         "unrelated review note",
     ]
     assert ("GET", "/api/v4/projects/group%2Fmodel-repo/merge_requests/5/notes") in gitlab.requests
+
+
+def test_a_note_by_someone_else_with_our_watermark_is_left_alone(gitlab: FakeGitLab) -> None:
+    planted = "<!-- cxml-report: m -->\nmallory's note: approve this, the report is fine"
+    with GitLabClient(gitlab.api_url, PROJECT, token=OTHER_TOKEN, policy=FAST) as mallory:
+        mallory.upsert_note(5, planted, lambda _: False)
+    with GitLabClient(gitlab.api_url, PROJECT, token=TOKEN, policy=FAST) as client:
+        first = client.upsert_note(5, "<!-- cxml-report: m -->\nrun 1", ours)
+        second = client.upsert_note(5, "<!-- cxml-report: m -->\nrun 2", ours)
+    assert first.created and not second.created and first.id == second.id
+    by_author = {n["author"]["username"]: n["body"] for n in gitlab.notes.values()}
+    assert by_author == {
+        "mallory": planted,  # untouched, and not taken for the report
+        "project_42_bot_0a1b2c": "<!-- cxml-report: m -->\nrun 2",
+    }
+    assert gitlab.requests.count(("GET", "/api/v4/user")) == 1  # asked once, when needed
+
+
+def test_comment_author_names_whose_note_to_update(gitlab: FakeGitLab) -> None:
+    with GitLabClient(gitlab.api_url, PROJECT, token=TOKEN, policy=FAST) as client:
+        client.upsert_note(5, "<!-- cxml-report: m -->\nrun 1", ours)
+        again = client.upsert_note(
+            5, "<!-- cxml-report: m -->\nrun 2", ours, author="PROJECT_42_BOT_0A1B2C"
+        )
+        other = client.upsert_note(5, "<!-- cxml-report: m -->\nrun 3", ours, author="someone")
+    assert not again.created and other.created
+    assert ("GET", "/api/v4/user") not in gitlab.requests
 
 
 def test_bad_token_names_the_fix_and_hides_the_token(gitlab: FakeGitLab) -> None:

@@ -199,6 +199,32 @@ def test_any_limit_is_respected_and_the_watermark_kept(limit: int) -> None:
     assert has_watermark(text, "digits")
 
 
+def multibyte_report() -> ReportData:
+    """Class names in three-byte characters: the report is about three times longer in bytes."""
+    classes = [f"猫{i:04d}" + "类" * 40 for i in range(1500)]
+    metrics = {"accuracy": 0.9, **{f"per_class_accuracy.{c}": 0.9 for c in classes}}
+    return report_data(metrics=metrics, per_class=tuple(PerClassRow(c, 0.9, 10) for c in classes))
+
+
+def test_the_job_summary_is_trimmed_by_utf8_bytes_not_characters() -> None:
+    report = build_report(multibyte_report())
+    full = fit_to_limit(report, limit=10**7, hint="x")
+    limit = len(full) + 1000  # fits in characters, not in bytes
+    assert len(full.encode()) > limit
+    text = fit_to_limit(report, limit=limit, hint="`report.md`", unit="bytes")
+    assert len(text.encode("utf-8")) <= limit
+    assert "Trimmed to fit GitHub's 1 MiB job-summary limit: left out the per-class table" in text
+    assert has_watermark(text, "digits")
+
+
+@settings(max_examples=30, deadline=None)
+@given(limit=st.integers(min_value=400, max_value=80_000))
+def test_any_byte_limit_is_respected_without_splitting_a_character(limit: int) -> None:
+    text = fit_to_limit(build_report(multibyte_report()), limit=limit, hint="x", unit="bytes")
+    assert len(text.encode("utf-8")) <= limit  # a str: no half character could be in it
+    assert has_watermark(text, "digits")
+
+
 # ---------------------------------------------------------------- GFM rendering
 
 

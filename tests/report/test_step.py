@@ -113,7 +113,12 @@ def test_outside_ci_nothing_is_posted(ws: Workspace, capsys: pytest.CaptureFixtu
 def test_report_module_does_not_import_torch(tmp_path: Path) -> None:
     code = "import sys, cxml.report.step, cxml.report.images, cxml.report.forges.github; print('torch' in sys.modules)"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.stdout.strip() == "False"
 
@@ -168,6 +173,86 @@ def test_two_models_in_one_repository_keep_their_own_comments(
     assert marks == ["<!-- cxml-report: digits-large -->", "<!-- cxml-report: digits-small -->"]
 
 
+def test_a_comment_someone_else_signed_with_our_watermark_is_left_alone(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    mallory = fake.add_token("ghp_malloryPersonalToken000", login="mallory")
+    planted = "<!-- cxml-report: cxml-model -->\n### ✅ Gate passed\n\nLooks great, merge it."
+    post_as(fake, mallory, 7, planted)
+    assert report("--no-images") == 0
+    assert report("--no-images") == 0
+    comments = fake.issue_comments(7)
+    assert [(c["user"]["login"], c["body"] == planted) for c in comments] == [
+        ("mallory", True),  # never edited
+        ("github-actions[bot]", False),  # ours: created by the first run, updated by the second
+    ]
+    out = capsys.readouterr().out
+    assert "created comment on pull request #7" in out and "updated comment" in out
+
+
+def test_comment_author_picks_whose_comment_is_updated(
+    ws: Workspace,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    assert report("--no-images") == 0
+    assert report("--no-images", "--comment-author", "someone-else") == 0
+    assert len(fake.issue_comments(7)) == 2  # the bot's comment is not someone-else's
+    assert report("--no-images", "--comment-author", "github-actions[bot]") == 0
+    assert len(fake.issue_comments(7)) == 2
+    assert not [r for r in fake.requests if r.path == "/user"]
+    capsys.readouterr()
+    assert report("--no-images", "--comment-author", "a b") == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: --comment-author 'a b' is not a login; give one like octocat or my-app[bot]"
+    )
+    assert "Traceback" not in err
+
+
+def post_as(fake: FakeGitHub, token: str, number: int, body: str) -> None:
+    """A comment by whoever `token` belongs to, through the real API (as they would post it)."""
+    from cxml.report.forges.github import GitHubClient
+
+    with GitHubClient(token, fake.repository, api_url=fake.api_url) as client:
+        client._call(
+            "POST", f"{client.repo_path}/issues/{number}/comments", json={"body": body}, action="x"
+        )
+
+
+def test_the_job_summary_fits_githubs_1_mib_counted_in_bytes(
+    ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4,000 classes named in three-byte characters: under 1,000,000 characters, over 1 MiB."""
+    classes = [f"类别{i:04d}" + "猫" * 90 for i in range(4000)]
+    eval_json = json.loads((ws.root / "metrics" / "eval.json").read_text())
+    eval_json["per_class_accuracy"] = {name: 0.9 for name in classes}
+    (ws.root / "metrics" / "eval.json").write_text(json.dumps(eval_json, ensure_ascii=False))
+    (ws.root / "plots" / "per_class.csv").write_text(
+        "class,accuracy,support\n" + "".join(f"{c},0.9,27\n" for c in classes), encoding="utf-8"
+    )
+    (ws.root / "plots" / "confusion.csv").unlink()
+    files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    files["summary"].write_text("## Earlier step output\n\n", encoding="utf-8")
+    full = ws.root / "report.md"
+    assert report("--no-images") == 0
+    full_text = full.read_text(encoding="utf-8")
+    assert len(full_text) < 1_000_000 < 1024 * 1024 < len(full_text.encode())  # the case at hand
+    summary = files["summary"].read_bytes()
+    assert len(summary) <= 1024 * 1024
+    text = summary.decode("utf-8")  # cut at a character boundary, never mid-character
+    assert text.startswith("## Earlier step output\n\n<!-- cxml-report: cxml-model -->")
+    assert "Trimmed to fit GitHub's 1 MiB job-summary limit: left out the per-class table" in text
+
+
 def test_a_dropped_connection_while_posting_leaves_one_comment(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,7 +269,13 @@ def test_an_answer_cut_off_after_posting_leaves_one_comment(
     fake.cut_body_next("POST", r"/issues/7/comments$")  # created, then half an answer
     assert report("--no-images") == 0
     assert len(fake.issue_comments(7)) == 1
-    assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "PATCH"]
+    assert [(r.method, r.path.startswith("/user")) for r in fake.requests] == [
+        ("GET", False),
+        ("POST", False),
+        ("GET", False),
+        ("GET", True),  # a watermark turned up: whose comment is ours (GET /user)
+        ("PATCH", False),
+    ]
 
 
 def test_target_commit_on_a_pull_request_comments_on_the_head_not_the_merge_commit(
@@ -413,6 +504,7 @@ def test_an_api_url_without_https_is_one_error_line_without_a_traceback(
         text=True,
         cwd=ws.root,
         check=False,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -452,6 +544,7 @@ def test_python_dash_m_entry_point(ws: Workspace) -> None:
         cwd=ws.root,
         env={k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")},
         check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "<!-- cxml-report: cxml-model -->" in result.stdout

@@ -140,6 +140,24 @@ BAD_REQUESTS = [
         "not valid JSON",
     ),
     (
+        "json nested 90k deep",
+        {
+            "content": b'{"images":' + b"[" * 90_000 + b"]" * 90_000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "nested too deeply",
+    ),
+    (
+        "json integer with 5000 digits",
+        {
+            "content": b'{"images":[],"n":' + b"7" * 5000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "number too long",
+    ),
+    (
         "text body",
         {"content": b"hi", "headers": {"content-type": "text/plain"}},
         415,
@@ -344,6 +362,14 @@ def test_bare_model_file_and_option_checks(tmp_path: Path, release_dir: Path) ->
         settings_from_args(parse_args(["--model", str(tmp_path / "none.pt")]))
     with pytest.raises(ConfigError, match="--threads"):
         settings_from_args(parse_args(["--bundle", str(release_dir), "--threads", "0"]))
+    with pytest.raises(ConfigError, match="--max-active"):
+        settings_from_args(parse_args(["--bundle", str(release_dir), "--max-active", "0"]))
+    with pytest.raises(ConfigError, match="--max-queue"):
+        settings_from_args(parse_args(["--bundle", str(release_dir), "--max-queue", "-1"]))
+    queued = settings_from_args(
+        parse_args(["--bundle", str(release_dir), "--max-active", "3", "--max-queue", "0"])
+    )
+    assert (queued.max_active, queued.max_queue) == (3, 0)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ def hadolint() -> str:
 
 def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
-        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True
+        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

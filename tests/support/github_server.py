@@ -18,6 +18,7 @@ body. Every response the fake sends is validated against the operation's respons
 Implemented operations (everything else in the spec answers 501 and is recorded as
 "not implemented by the fake", so a test never passes by accident):
 
+- the authenticated user: `GET /user` (a PAT's user; 403 for an installation token)
 - issue comments: list (paginated, `per_page`/`page`, Link header), create, get, update, delete
 - commit comments: list, create, get, update, delete
 - git data: get ref (`/git/ref/{ref}`), matching-refs, create ref, update ref (fast-forward
@@ -26,6 +27,10 @@ Implemented operations (everything else in the spec answers 501 and is recorded 
 Auth: `Authorization: Bearer <t>` or `token <t>`. Tokens are registered with a permission:
 `"write"` (default, `FakeGitHub.token`) or `"read"` (like the read-only token of fork PRs, which
 gets 403 "Resource not accessible by integration" on writes). Unknown tokens get 401.
+A token is an installation token (like GITHUB_TOKEN: its comments are by `github-actions[bot]`,
+type Bot, and `GET /user` answers 403 "Resource not accessible by integration", as GitHub does)
+unless it is registered with a `login` (`add_token(t, login="octocat")`): then it is that user's
+personal access token (comments by the user, type User; `GET /user` answers the user).
 
 Python API::
 
@@ -34,6 +39,7 @@ Python API::
     with FakeGitHub(repository="octo-org/octo-repo", pull_requests=[7]) as gh:
         gh.api_url          # http://127.0.0.1:PORT  (set GITHUB_API_URL to this)
         gh.token            # a write token; gh.add_token("ro", "read") for a read-only one
+        gh.add_token("ghp_x", login="mallory")   # mallory's personal access token
         gh.issue_comments(7)            # comments on PR/issue 7 (list of dicts, API shape)
         gh.commit_comments(sha)
         gh.branch_files("cxml-assets")  # {path: bytes} at the branch head
@@ -676,7 +682,7 @@ def git_sha(kind: str, data: bytes) -> str:
     return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).hexdigest()
 
 
-def user(login: str, user_id: int, server: str, api: str) -> dict[str, Any]:
+def user(login: str, user_id: int, server: str, api: str, kind: str = "Bot") -> dict[str, Any]:
     return {
         "login": login,
         "id": user_id,
@@ -694,7 +700,7 @@ def user(login: str, user_id: int, server: str, api: str) -> dict[str, Any]:
         "repos_url": f"{api}/users/{login}/repos",
         "events_url": f"{api}/users/{login}/events{{/privacy}}",
         "received_events_url": f"{api}/users/{login}/received_events",
-        "type": "Bot",
+        "type": kind,
         "site_admin": False,
         "user_view_type": "public",
     }
@@ -722,6 +728,9 @@ class FakeGitHub:
         self.repository = repository
         self.token = token
         self.tokens: dict[str, str] = {token: "write"}
+        self.token_logins: dict[str, str | None] = {token: None}
+        """The user of each personal access token; None: an installation token (the bot)."""
+        self._caller: str | None = None
         self.pull_requests = set(pull_requests)
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
@@ -783,8 +792,10 @@ class FakeGitHub:
             )
 
     # ---------------------------------------------------------- test controls
-    def add_token(self, token: str, permission: str = "write") -> str:
+    def add_token(self, token: str, permission: str = "write", *, login: str | None = None) -> str:
+        """Register a token: an installation token, or with `login` that user's PAT."""
         self.tokens[token] = permission
+        self.token_logins[token] = login
         return token
 
     def fail_next(
@@ -873,17 +884,19 @@ class FakeGitHub:
             for problem in problems:
                 self.violation(f"{method} {path} ({operation.operation_id}): {problem}")
             return 422, error_body("Invalid request.\n\n" + "\n".join(problems)), {}
-        permission = self.tokens.get(bearer_token(headers.get("authorization", "")) or "")
+        token = bearer_token(headers.get("authorization", "")) or ""
+        permission = self.tokens.get(token)
         if permission is None:
             return 401, error_body("Bad credentials"), {}
         owner_repo = f"{path_params.get('owner')}/{path_params.get('repo')}"
-        if owner_repo != self.repository:
+        if "owner" in path_params and owner_repo != self.repository:
             return 404, error_body("Not Found"), {}
         if method != "GET" and permission != "write":
             return 403, error_body("Resource not accessible by integration"), {}
         body = json.loads(raw_body) if raw_body.strip() else None
         try:
             with self._lock:
+                self._caller = self.token_logins.get(token)
                 status, payload, extra = self.dispatch(
                     operation.operation_id, path_params, record.query, body
                 )
@@ -918,6 +931,7 @@ class FakeGitHub:
         body: Any,
     ) -> tuple[int, Any, dict[str, str]]:
         handlers = {
+            "users/get-authenticated": self.op_get_authenticated_user,
             "issues/list-comments": self.op_list_issue_comments,
             "issues/create-comment": self.op_create_issue_comment,
             "issues/get-comment": self.op_get_issue_comment,
@@ -953,7 +967,34 @@ class FakeGitHub:
         return f"{self.api_url}/repos/{self.repository}"
 
     def _author(self) -> dict[str, Any]:
-        return user("github-actions[bot]", 41898282, self.server_url, self.api_url)
+        """Who the request's token acts as: github-actions[bot], or a PAT's user."""
+        if self._caller is None:
+            return user("github-actions[bot]", 41898282, self.server_url, self.api_url)
+        user_id = 5_000_000 + int(hashlib.sha1(self._caller.encode()).hexdigest()[:6], 16)
+        return user(self._caller, user_id, self.server_url, self.api_url, kind="User")
+
+    def op_get_authenticated_user(
+        self, params: Mapping[str, str], query: Any, body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self._caller is None:  # GitHub's answer to GITHUB_TOKEN and other installation tokens
+            raise ApiError(403, "Resource not accessible by integration")
+        profile = {
+            **self._author(),
+            "name": None,
+            "company": None,
+            "blog": "",
+            "location": None,
+            "email": None,
+            "hireable": None,
+            "bio": None,
+            "public_repos": 1,
+            "public_gists": 0,
+            "followers": 0,
+            "following": 0,
+            "created_at": "2020-01-01T00:00:00Z",
+            "updated_at": now_iso(),
+        }
+        return 200, profile, {}
 
     def op_list_issue_comments(
         self, params: Mapping[str, str], query: Mapping[str, list[str]], body: Any

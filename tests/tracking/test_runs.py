@@ -136,7 +136,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            process.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -12,10 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cxml.core import env
+from cxml.core import env, files
 from cxml.core.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+DIGITS_SIZE = 8
+IMAGEFOLDER_DEFAULT_SIZE = 64
+MAX_IMAGE_SIZE = 1024
+"""Largest image side: a decoded dataset is N x 3 x size² bytes, and 1e6 asked for petabytes."""
+MAX_PARAMS_BYTES = 1024 * 1024
+"""params.yaml is a page of settings; a megabyte is already far more than any needs."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,27 @@ class OutputsConfig:
     def per_class_plot(self) -> Path:
         return Path(self.plots_dir) / "per_class.csv"
 
+    def output_files(self) -> list[tuple[str, Path]]:
+        """Every file the steps write, with the params key that places it."""
+        return [
+            ("outputs.model", Path(self.model)),
+            ("outputs.metrics_dir", self.train_metrics),
+            ("outputs.metrics_dir", self.eval_metrics),
+            ("outputs.plots_dir", self.train_plot),
+            ("outputs.plots_dir", self.confusion_plot),
+            ("outputs.plots_dir", self.per_class_plot),
+            ("outputs.checkpoint_dir", Path(self.checkpoint_dir) / "last.pt"),
+            ("outputs.run_info", Path(self.run_info)),
+            ("outputs.gate", Path(self.gate)),
+            ("outputs.report", Path(self.report)),
+        ]
+
+    def check_writable(self) -> None:
+        """Refuse output paths that cannot be files (a directory, a path under a file) up front,
+        so a step fails in a second rather than after minutes of work."""
+        for key, path in self.output_files():
+            files.check_writable_file(path, key=key)
+
 
 @dataclass(frozen=True)
 class Params:
@@ -163,7 +191,6 @@ def default_params_path() -> Path:
 
 def load_params(path: str | Path | None = None, *, required: bool = False) -> Params:
     """Read and validate params.yaml; a missing file gives the defaults unless `required`."""
-    import yaml
 
     params_path = Path(path) if path is not None else default_params_path()
     label = str(params_path)
@@ -171,13 +198,29 @@ def load_params(path: str | Path | None = None, *, required: bool = False) -> Pa
         if required:
             raise ConfigError(f"{label}: file not found; create it or pass --params PATH")
         return Params(source=label)
+    text = files.read_utf8(params_path, fix="fix the file", error=ConfigError, label=label)
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ConfigError(
+            f"{label}: larger than {MAX_PARAMS_BYTES} bytes; keep only settings in it"
+        )
+    return params_from_mapping(parse_yaml(text, label), source=label)
+
+
+def parse_yaml(text: str, label: str) -> Any:
+    """YAML text -> data; syntax errors, nesting too deep and oversized numbers name the file."""
+    import yaml
+
     try:
-        raw = yaml.load(params_path.read_text(encoding="utf-8"), Loader=_yaml_loader())
+        raw = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{label}: not valid YAML{where}; fix the syntax") from None
-    return params_from_mapping(raw or {}, source=label)
+    except RecursionError:
+        raise ConfigError(f"{label}: nested too deeply; params are a few levels deep") from None
+    except ValueError:  # PyYAML's int(): Python refuses integers of more than 4,300 digits
+        raise ConfigError(f"{label}: a number is too long; fix the value") from None
+    return raw or {}
 
 
 def _yaml_loader() -> type[Any]:
@@ -258,12 +301,22 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {key}: expected a number, got {_describe(value)}")
-        return float(value)
+        return _finite_float(value, source, key)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {key}: expected a string, got {_describe(value)}")
         return value
     raise TypeError(f"config field {key} has an unsupported type {hint!r}")  # programming error
+
+
+def _finite_float(value: int | float, source: str, key: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: {key}: expected a finite number, got {_describe(value)}")
+    return number
 
 
 def _describe(value: Any) -> str:
@@ -273,7 +326,20 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, int) and len(str(abs(value))) > 20:
+        return f"a {len(str(abs(value)))}-digit number"
     return repr(value)
+
+
+SEED_LIMIT = 2**32
+SEED_RANGE = f"must be between 0 and {SEED_LIMIT - 1}"
+
+
+def effective_image_size(cfg: DataConfig) -> int:
+    """data.image_size, or the source's default (8 for digits, 64 for image folders)."""
+    if cfg.image_size is not None:
+        return cfg.image_size
+    return DIGITS_SIZE if cfg.source == "digits" else IMAGEFOLDER_DEFAULT_SIZE
 
 
 def validate_ranges(params: Params) -> None:
@@ -290,12 +356,28 @@ def validate_ranges(params: Params) -> None:
             "data.val_fraction + data.test_fraction: must leave some data to train on",
         ),
         (
-            params.data.image_size is None or params.data.image_size >= 4,
-            "data.image_size: must be at least 4",
+            params.data.image_size is None or 4 <= params.data.image_size <= MAX_IMAGE_SIZE,
+            f"data.image_size: must be between 4 and {MAX_IMAGE_SIZE} (pixels per side)",
         ),
         (params.data.crop_padding >= 0, "data.crop_padding: must not be negative"),
+        (
+            params.data.crop_padding <= effective_image_size(params.data),
+            "data.crop_padding: must not exceed the image size; use a few pixels",
+        ),
+        (0 <= params.data.split_seed < SEED_LIMIT, f"data.split_seed: {SEED_RANGE}"),
+        (0 <= params.train.seed < SEED_LIMIT, f"train.seed: {SEED_RANGE}"),
+        (
+            0 <= params.train.label_smoothing < 1,
+            "train.label_smoothing: must be at least 0 and below 1 (typically 0.1)",
+        ),
+        (
+            0 <= params.train.momentum < 1,
+            "train.momentum: must be at least 0 and below 1 (typically 0.9)",
+        ),
+        (params.train.weight_decay >= 0, "train.weight_decay: must not be negative"),
         (params.train.num_workers >= 0, "train.num_workers: must not be negative"),
         (params.evaluate.latency_samples >= 1, "evaluate.latency_samples: must be at least 1"),
+        (params.evaluate.batch_size >= 1, "evaluate.batch_size: must be at least 1"),
         (
             params.data.source != "imagefolder" or bool(params.data.path),
             "data.path: required when data.source is imagefolder",

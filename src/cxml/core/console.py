@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from cxml.core import env, ghactions
 from cxml.core.errors import CxmlError
+from cxml.core.redact import redact_text
 
 
 def info(message: str) -> None:
@@ -14,13 +15,14 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
+    message = redact_text(message)  # warnings quote third-party errors, which quote URLs
     if env.in_github_actions():
         print(ghactions.warning_annotation(message), flush=True)
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def report_error(error: CxmlError) -> None:
-    message = str(error)
+    message = redact_text(str(error))
     if env.in_github_actions():
         print(ghactions.error_annotation(message), flush=True)
     print(f"error: {message}", file=sys.stderr, flush=True)

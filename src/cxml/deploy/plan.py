@@ -21,6 +21,7 @@ from cxml.records.release import (
     MODEL_FILE_NAME,
     RELEASE_FILE_NAME,
     ReleaseInfo,
+    is_release_name,
 )
 
 HOST_MODULE = "cxml.deploy.host"
@@ -98,6 +99,11 @@ def plan_deploy(
     agent: HostAgent, release: ReleaseInfo, local_bundle: str, nonce: str
 ) -> DeployPlan:
     """The steps of a deploy, in order: check the host, upload under a temporary name, activate."""
+    if not is_release_name(release.release):
+        raise ConfigError(
+            f"release {release.release!r}: not a release name (one directory name of letters, "
+            "digits, '.', '_', '-'); it is made by cxml.records.release.release_name"
+        )
     settings = agent.settings
     staging = f"{settings.incoming_dir}/{release.release}.{nonce}"
     release_dir = f"{settings.releases_dir}/{release.release}"

@@ -1,23 +1,22 @@
 """The executor: runs a plan's steps with the system OpenSSH client (ssh, sftp).
 
 A step holds only the host command (or an sftp batch); this module adds ssh or sftp with a
-checked host key and a key file that never reaches the log, runs it, and turns a failure into
-one error of the right kind (a refused key or host key: the user's to fix; the rest: runtime).
+checked host key and the key (a file, or an agent: see cxml.deploy.keys) that never reaches the
+log, runs it, and turns a failure into one error of the right kind (a refused key or host key:
+the user's to fix; the rest: runtime). A SIGTERM stops the running ssh or sftp with it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
+import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cxml.core.console import info
@@ -39,10 +38,13 @@ class SshTarget:
     port: int = 22
     user: str | None = None
     key_file: str | None = None
+    """A private key file, or the public half of the key `identity_agent` holds."""
     known_hosts_file: str = "<known_hosts>"
     accept_new_host_key: bool = False
     connect_timeout_s: int = 15
     upload_limit_kbit_s: int | None = None
+    identity_agent: str | None = None
+    """The socket of the agent holding the key (see cxml.deploy.keys), if the key is in one."""
 
     @property
     def destination(self) -> str:
@@ -59,7 +61,7 @@ def common_options(target: SshTarget) -> list[str]:
         "-F", "/dev/null",
         "-o", "BatchMode=yes",
         "-o", f"StrictHostKeyChecking={'accept-new' if target.accept_new_host_key else 'yes'}",
-        "-o", f"UserKnownHostsFile={target.known_hosts_file}",
+        "-o", f"UserKnownHostsFile={config_path(target.known_hosts_file)}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "UpdateHostKeys=no",
         "-o", f"ConnectTimeout={target.connect_timeout_s}",
@@ -67,9 +69,16 @@ def common_options(target: SshTarget) -> list[str]:
         "-o", "ServerAliveCountMax=3",
         "-o", "LogLevel=ERROR",
     ]  # fmt: skip
+    if target.identity_agent:
+        options += ["-o", f"IdentityAgent={config_path(target.identity_agent)}"]
     if target.key_file:
         options += ["-o", "IdentitiesOnly=yes", "-i", target.key_file]
     return options
+
+
+def config_path(path: str) -> str:
+    """A path as an ssh_config value: quoted when it holds a space (a runner's temp dir may)."""
+    return f'"{path}"' if any(c.isspace() for c in path) else path
 
 
 def ssh_argv(target: SshTarget, remote_argv: Sequence[str]) -> list[str]:
@@ -91,60 +100,6 @@ def sftp_argv(target: SshTarget, limit_kbit_s: int | None = None) -> list[str]:
     if limit_kbit_s:
         argv += ["-l", str(limit_kbit_s)]
     return [*argv, target.destination]
-
-
-@dataclass(frozen=True)
-class SshCredentials:
-    key_file: str | None
-    known_hosts_file: str
-
-
-@contextmanager
-def credential_files(
-    *,
-    key_file: str | None,
-    key_material: str | None,
-    known_hosts: str | None,
-    known_hosts_file: str | None,
-    accept_new_host_key: bool,
-) -> Iterator[SshCredentials]:
-    """Write the key (0600) and known_hosts into a private temp dir, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="cxml-ssh-") as private_dir:
-        os.chmod(private_dir, 0o700)
-        key_path = key_file
-        if key_path is None and key_material:
-            key_path = os.path.join(private_dir, "id_key")
-            _write_private(key_path, normalise_key(key_material))
-        hosts_path = os.path.join(private_dir, "known_hosts")
-        contents = known_hosts or ""
-        if known_hosts_file:
-            try:
-                contents += "\n" + Path(known_hosts_file).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(
-                    f"--known-hosts-file {known_hosts_file}: cannot read it ({exc.strerror})"
-                ) from None
-        if not contents.strip() and not accept_new_host_key:
-            raise ConfigError(
-                "no known_hosts for the deploy host: pass --known-hosts (the output of "
-                "`ssh-keyscan` checked "
-                "out of band) or set CXML_KNOWN_HOSTS; --accept-new-host-key trusts the "
-                "first key seen"
-            )
-        _write_private(hosts_path, contents.strip() + "\n" if contents.strip() else "")
-        yield SshCredentials(key_file=key_path, known_hosts_file=hosts_path)
-
-
-def normalise_key(material: str) -> str:
-    """Keys pasted into CI secrets lose their final newline or gain \\r; OpenSSH rejects both."""
-    text = material.replace("\r\n", "\n").strip()
-    return text + "\n"
-
-
-def _write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 @dataclass(frozen=True)
@@ -197,13 +152,56 @@ def run_command(
         stdout = process.stdout.read()
         returncode = process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        stop_child(process)
         raise DeployError(
             f"{argv[0]} did not finish within {timeout_s:.0f} s; check the host and the network"
         ) from None
+    except BaseException:  # SIGTERM (see interrupt_on_termination) or Ctrl-C: no orphan ssh/sftp
+        stop_child(process)
+        raise
     reader.join(timeout=5)
     return CommandResult(returncode, stdout, "".join(stderr_lines))
+
+
+def stop_child(process: subprocess.Popen[str], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`: ssh closes its session when it can."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace_s)
+
+
+@contextmanager
+def interrupt_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a cancelled job, a closed terminal) raise KeyboardInterrupt, once.
+
+    Python's default for SIGTERM is to die on the spot: the ssh or sftp child would run on and
+    no `finally` would stop the key agent. As an exception, every cleanup on the way out runs;
+    a second signal while it does is ignored. Only the main thread can set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    before = {signum: signal.getsignal(signum) for signum in handled}
+    interrupted = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in handled:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def connection_error(result: CommandResult, target: SshTarget) -> CxmlError | None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cxml.core import env
-from cxml.core.errors import ConfigError
+from cxml.core.errors import ConfigError, RecordError
 from cxml.core.git import git_show, ref_exists
 from cxml.records.gate import NO_BASELINE, BaselineInfo
+from cxml.records.metrics import parse_metrics_text
 
 ChampionLookup = Callable[[], dict[str, Any] | None]
 """Returns the registry champion's metrics (or None); called only when the registry is asked."""
@@ -31,10 +31,9 @@ def metrics_at_ref(metrics_path: str | Path, ref: str) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        return parse_metrics_text(text, label=f"{metrics_path} at {ref}", fix="fix it on that ref")
+    except RecordError:  # unusable at that ref (any way, however deep): no baseline from it
         return None
-    return data if isinstance(data, dict) else None
 
 
 def resolve_baseline(

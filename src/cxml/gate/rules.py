@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cxml.core.errors import GateError
@@ -20,6 +22,10 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 EXAMPLES = (
     "e.g. 'accuracy >= 0.9', 'accuracy >= baseline - 0.005', 'latency_p95_ms <= baseline * 1.10'"
 )
+MAX_RULE_LENGTH = 500
+"""Characters in one rule: real rules are a line; longer is a mistake or an attack."""
+MAX_NESTING = 16
+"""Parentheses and signs nested in one rule; the parser and evaluator recurse this deep."""
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)(?P<percent>%)?"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)|(?P<op>>=|<=|==|[<>+\-*/()]))"
@@ -70,19 +76,32 @@ def uses_baseline(expr: Expr) -> bool:
     return False
 
 
+class NotComputable(ValueError):
+    """A threshold has no finite value: a division by zero, an overflow, a NaN."""
+
+
 def evaluate_expr(expr: Expr, baseline: float | None) -> float:
+    """The threshold's value; NotComputable when any step of it is not a finite number."""
     if isinstance(expr, Number):
-        return expr.value
+        return _finite(expr.value)
     if isinstance(expr, BaselineValue):
         if baseline is None:
             raise ValueError("no baseline value")
-        return baseline
+        return _finite(baseline)
     if isinstance(expr, Negate):
         return -evaluate_expr(expr.operand, baseline)
     left, right = evaluate_expr(expr.left, baseline), evaluate_expr(expr.right, baseline)
     if expr.op == "/" and right == 0:
-        raise ValueError("division by zero")
-    return _ARITHMETIC[expr.op](left, right)
+        raise NotComputable("division by zero")
+    return _finite(_ARITHMETIC[expr.op](left, right))
+
+
+def _finite(value: float) -> float:
+    if math.isnan(value):
+        raise NotComputable("the result is not a number (NaN)")
+    if math.isinf(value):
+        raise NotComputable("the result overflows to infinity")
+    return value
 
 
 # --- parsing --------------------------------------------------------------------------------------
@@ -120,6 +139,11 @@ def tokenize(text: str) -> list[_Token]:
             raise GateError(f"gate rule {text!r}: cannot read {bad!r}; write rules like {EXAMPLES}")
         if match.group("number") is not None:
             value = float(match.group("number"))
+            if math.isinf(value):
+                raise GateError(
+                    f"gate rule {text!r}: the number {match.group('number')[:12]}... is too large "
+                    f"for a float; write rules like {EXAMPLES}"
+                )
             if match.group("percent"):
                 value /= 100.0
             tokens.append(_Token("number", match.group(0).strip(), value))
@@ -138,6 +162,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.position = 0
+        self.nesting = 0
 
     def fail(self, problem: str) -> GateError:
         return GateError(f"gate rule {self.text!r}: {problem}; write rules like {EXAMPLES}")
@@ -188,19 +213,33 @@ class _Parser:
             if token.text != "baseline":
                 raise self.fail(f"{token.text!r} is not a number or `baseline`")
             return BaselineValue()
-        if token.text == "-":
-            return Negate(self.factor())
-        if token.text == "(":
-            inner = self.expr()
-            if self.take().text != ")":
-                raise self.fail("a parenthesis is not closed")
-            return inner
+        if token.text in ("-", "("):
+            with self.nested():
+                if token.text == "-":
+                    return Negate(self.factor())
+                inner = self.expr()
+                if self.take().text != ")":
+                    raise self.fail("a parenthesis is not closed")
+                return inner
         raise self.fail(f"unexpected {token.text!r}")
+
+    @contextmanager
+    def nested(self) -> Iterator[None]:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.fail(f"parentheses and signs nest more than {MAX_NESTING} deep")
+        yield
+        self.nesting -= 1
 
 
 def parse_rule(text: str) -> Rule:
     if not isinstance(text, str) or not text.strip():
         raise GateError(f"gate rule {text!r}: empty rule; write rules like {EXAMPLES}")
+    if len(text) > MAX_RULE_LENGTH:
+        raise GateError(
+            f"gate rule {text[:40]!r}... is {len(text)} characters long; keep a rule under "
+            f"{MAX_RULE_LENGTH} characters, e.g. {EXAMPLES}"
+        )
     return _Parser(text).rule()
 
 
@@ -248,21 +287,33 @@ def check_rule(
 
     if value is None:
         return result("fail", reason=f"{rule.metric} was not measured")
+    if not math.isfinite(value):
+        raise not_computable(rule, f"{rule.metric} is {value}", "re-run `cxml evaluate`")
     if rule.relative and base is None:
         why = "no baseline" if baseline is None else f"the baseline has no {rule.metric}"
         return result("skipped", reason=why)
+    if base is not None and rule.relative and not math.isfinite(base):
+        raise not_computable(rule, f"the baseline's {rule.metric} is {base}", "fix the baseline")
     try:
         threshold = evaluate_expr(rule.threshold, base)
-    except ValueError as exc:
-        return result("skipped", reason=str(exc))
+    except NotComputable as exc:
+        raise not_computable(rule, str(exc), "fix the rule") from None
     passed = COMPARISONS[rule.op](value, threshold)
     return result("pass" if passed else "fail", threshold=threshold)
+
+
+def not_computable(rule: Rule, why: str, fix: str) -> GateError:
+    """A rule that cannot be evaluated stops the gate: it must never count as a pass or a skip."""
+    return GateError(f"gate rule {rule.text!r} cannot be evaluated: {why}; {fix}")
 
 
 def decide(
     rules: Sequence[Rule], metrics: Mapping[str, float], baseline: Mapping[str, float] | None
 ) -> GateResult:
     """The gate: it fails when any rule fails (a skipped rule does not fail it).
+
+    A rule that cannot be evaluated (division by zero, overflow, NaN) raises GateError: the
+    gate has no decision then, neither pass nor skip.
 
     `metrics` and `baseline` are flat (`per_class_accuracy.3`); the result records `metrics`,
     and its `baseline` is left for the caller, who knows where the baseline came from."""

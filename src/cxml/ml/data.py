@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxml.core import console
-from cxml.core.config import DataConfig
+from cxml.core.config import DIGITS_SIZE, IMAGEFOLDER_DEFAULT_SIZE, DataConfig
 from cxml.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ SPLIT_NAMES = {
     "val": ("val", "validation", "valid"),
     "test": ("test", "evaluation", "eval"),
 }
-DIGITS_SIZE = 8
-IMAGEFOLDER_DEFAULT_SIZE = 64
 BAD_IMAGES_LISTED = 5
 
 
@@ -260,10 +258,10 @@ def decode_files(
         )
         if on_bad_image == "fail":
             raise DataError(
-                f"{len(bad)} unreadable image file(s): {listed}; remove or replace them, "
-                "or set data.on_bad_image: skip"
+                f"{len(bad)} unreadable image file(s): {listed} ({WHY_UNREADABLE}); "
+                "remove or replace them, or set data.on_bad_image: skip"
             )
-        console.warn(f"skipped {len(bad)} unreadable image file(s): {listed}")
+        console.warn(f"skipped {len(bad)} unreadable image file(s): {listed} ({WHY_UNREADABLE})")
     kept = [(f, r) for f, r in zip(files, results, strict=True) if r[0] is not None]
     if not kept:
         raise DataError("no readable images left after skipping bad files; check the dataset")
@@ -273,18 +271,28 @@ def decode_files(
     return images, labels, hashes
 
 
+MAX_IMAGE_PIXELS = 50_000_000
+"""Larger images are refused before decoding: one would take ~150 MB per decoding thread, and a
+decompression bomb declares billions of pixels in a few bytes."""
+WHY_UNREADABLE = f"damaged, not images, or over {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+
+
 def decode_one(path: Path, size: int) -> tuple[np.ndarray | None, str]:
     """(H x W x 3 uint8 array, sha256 of the file) or (None, "") when the file is not an image."""
+    from io import BytesIO
+
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         data = path.read_bytes()
-        from io import BytesIO
-
         with Image.open(BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                return None, ""
             rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             array = np.array(rgb, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except Exception:
+        # Crafted files make Pillow raise almost anything (DecompressionBombError, struct.error,
+        # IndexError, ...): all mean "not a usable image", which data.on_bad_image decides about.
         return None, ""
     return array, hashlib.sha256(data).hexdigest()

@@ -31,6 +31,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def first_process() -> bool:
+    """True in a plain run and in torchrun's rank 0, known before the process group exists."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def init_distributed(use_cuda: bool) -> DistContext:
     """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); a no-op otherwise."""
     if not launched_by_torchrun():

@@ -87,12 +87,19 @@ def load_weights_file(model: torch.nn.Module, path: str | Path) -> None:
         )
     try:
         loaded = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
+    except Exception:  # torch raises many types for a bad file; its messages span many lines
         raise ConfigError(
-            f"model.weights: {weights_path} is not a readable torch state dict ({exc})"
+            f"model.weights: {weights_path} is not a readable torch state dict of tensors; "
+            "give a state-dict file saved with torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"model.weights: {weights_path} is not a state dict (name -> tensor); "
+            "save one with torch.save(model.state_dict(), path)"
+        )
+    loaded = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     target = model.state_dict()
     # A plain torchvision state dict fits the wrapped model under the "1." prefix.
     if not set(loaded) & set(target) and all(f"1.{k}" in target for k in list(loaded)[:5]):
@@ -119,6 +126,8 @@ def save_model_file(path: str | Path, model: torch.nn.Module, metadata: ModelMet
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
+    import pickle
+
     import torch
 
     model_path = Path(path)
@@ -128,22 +137,42 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
         )
     try:
         payload = torch.load(model_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError:  # weights_only=True: code in the file is never run
         raise RecordError(
-            f"{model_path}: not a readable cxml model file ({exc}); re-run `cxml train`"
+            f"{model_path}: refused: it holds Python objects other than tensors and plain data; "
+            "use a model file written by `cxml train`"
+        ) from None
+    except Exception:  # torch raises many types for a damaged file
+        raise RecordError(
+            f"{model_path}: not a readable cxml model file (damaged or not a torch file); "
+            "re-run `cxml train`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
         raise RecordError(
             f"{model_path}: not a cxml model file (format {MODEL_FILE_FORMAT} expected)"
         )
-    return payload["state_dict"], ModelMetadata.from_dict(payload["metadata"])
+    try:
+        state_dict = payload["state_dict"]
+        metadata = ModelMetadata.from_dict(payload["metadata"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RecordError(
+            f"{model_path}: the model file's weights or metadata are malformed; re-run `cxml train`"
+        ) from None
+    if not isinstance(state_dict, dict):
+        raise RecordError(f"{model_path}: the model file holds no weights; re-run `cxml train`")
+    return state_dict, metadata
 
 
 def load_model_file(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, ModelMetadata]:
     """Rebuild the saved model, weights loaded, in eval mode on `device`."""
     state_dict, metadata = read_model_file(path)
-    model = build_model(metadata.architecture, metadata.num_classes, metadata.input_size[0])
-    model.load_state_dict(state_dict)
+    try:
+        model = build_model(metadata.architecture, metadata.num_classes, metadata.input_size[0])
+        model.load_state_dict(state_dict)
+    except (ConfigError, RuntimeError, TypeError, ValueError, IndexError):
+        raise RecordError(
+            f"{path}: the model file's weights do not fit its metadata; re-run `cxml train`"
+        ) from None
     model.eval()
     return model.to(device), metadata
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +129,7 @@ def read_gate(path: str | Path) -> GateResult:
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: gate decision not found; run `cxml evaluate` first")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise RecordError(f"{path}: not valid JSON ({_why(exc)}); {GATE_FIX}") from None
+    raw = files.parse_json(files.read_utf8(path, fix=GATE_FIX), label=str(path), fix=GATE_FIX)
     return parse_gate(raw, label=str(path))
 
 
@@ -209,13 +205,3 @@ def _number_or_none(value: object, label: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RecordError(f"{label}: expected a number or null, got {value!r}; {GATE_FIX}")
     return float(value)
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno}"
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,8 @@ def read_metrics(path: str | Path, *, step: str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: metrics file not found; run `cxml {step}` first")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RecordError(f"{path}: not UTF-8 text; re-run `cxml {step}`") from None
-    return parse_metrics_text(text, label=str(path), fix=f"re-run `cxml {step}`")
+    fix = f"re-run `cxml {step}`"
+    return parse_metrics_text(files.read_utf8(path, fix=fix), label=str(path), fix=fix)
 
 
 def read_optional_metrics(path: str | Path, *, step: str) -> dict[str, Any] | None:
@@ -31,16 +27,8 @@ def read_optional_metrics(path: str | Path, *, step: str) -> dict[str, Any] | No
 
 
 def parse_metrics_text(text: str, *, label: str, fix: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordError(
-            f"{label}: not valid JSON ({exc.msg} at line {exc.lineno}); {fix}"
-        ) from None
-    except (RecursionError, ValueError):
-        raise RecordError(
-            f"{label}: not usable JSON (nested too deeply or numbers too long); {fix}"
-        ) from None
+    """A metrics JSON object; bounded in depth and number size (files.parse_json)."""
+    data = files.parse_json(text, label=label, fix=fix)
     if not isinstance(data, dict):
         raise RecordError(f"{label}: expected a JSON object of metrics; {fix}")
     return data

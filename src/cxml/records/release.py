@@ -7,11 +7,13 @@ DeployError ("deploy again"); a record that is not one cxml wrote is a RecordErr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
 import re
 import shutil
+import stat
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -90,10 +92,16 @@ class ReleaseInfo:
     def from_dict(cls, data: dict[str, Any], *, source: str = RELEASE_FILE_NAME) -> ReleaseInfo:
         if data.get("format") != BUNDLE_FORMAT:
             raise RecordError(f"{source}: not a cxml release record ({BUNDLE_FORMAT} expected)")
+        release = data.get("release")
+        if not isinstance(release, str) or not is_release_name(release):
+            raise RecordError(
+                f"{source}: release {release!r} is not a release name (one directory name of "
+                "letters, digits, '.', '_', '-'); rebuild the bundle"
+            )
         try:
             serving = ServingConfig(**data.get("serving", {}))
             return cls(
-                release=str(data["release"]),
+                release=release,
                 model_version=str(data["model_version"]),
                 model_name=data.get("model_name"),
                 run_id=data.get("run_id"),
@@ -184,6 +192,7 @@ def save_bundle(directory: str | Path, model_file: str | Path, info: ReleaseInfo
 def verify_bundle(directory: str | Path) -> None:
     """Check every file against SHA256SUMS: nothing missing, nothing extra, nothing changed."""
     bundle_dir = Path(directory)
+    refuse_anything_but_plain_files(bundle_dir)
     manifest = bundle_dir / MANIFEST_FILE_NAME
     if not manifest.is_file():
         raise DeployError(
@@ -210,6 +219,18 @@ def verify_bundle(directory: str | Path) -> None:
                 f"{bundle_dir}: {name} does not match its sha256; the upload is corrupt, "
                 "deploy again"
             )
+
+
+def refuse_anything_but_plain_files(bundle_dir: Path) -> None:
+    """A bundle holds regular files only: a link could point the host's chmod or the checksum
+    check at a file outside the bundle."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in bundle_dir.iterdir():
+            if not stat.S_ISREG(entry.lstat().st_mode):
+                raise DeployError(
+                    f"{bundle_dir}: {entry.name} is a link or a directory, not a plain file; "
+                    "refused, deploy again"
+                )
 
 
 def load_bundle(directory: str | Path, *, verify: bool = True) -> Bundle:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +40,7 @@ def read_run(path: str | Path) -> RunRecord | None:
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 JSON"
-        raise RecordError(f"{path}: not valid JSON ({why}); {RUN_FIX}") from None
+    raw = files.parse_json(files.read_utf8(path, fix=RUN_FIX), label=str(path), fix=RUN_FIX)
     return parse_run(raw, label=str(path))
 
 

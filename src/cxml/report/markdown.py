@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from cxml.core.metrics import EVAL_METRICS, higher_is_better
+from cxml.report.escape import (
+    code,
+    code_cell,
+    escape_text,
+    html_text,
+    is_web_url,
+    link_destination,
+)
 from cxml.report.mermaid import per_class_chart, training_charts
 from cxml.report.model import (
     PER_CLASS_PREFIX,
@@ -20,8 +28,7 @@ from cxml.report.model import (
 
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects issue/commit comments longer than this many characters."""
-SUMMARY_LIMIT = 1_000_000
-"""`$GITHUB_STEP_SUMMARY` takes up to 1 MiB per step."""
+SizeUnit = Literal["characters", "bytes"]
 EVAL_METRIC_ORDER = (*EVAL_METRICS, "num_test_images")
 TRAIN_METRIC_ORDER = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs", "seconds")
 MAX_CONFUSION_TABLE_CLASSES = 12
@@ -41,6 +48,7 @@ class Section:
 class Report:
     sections: tuple[Section, ...]
     trimmed: tuple[str, ...] = field(default=())
+    trimmed_for: str = f"GitHub's {GITHUB_COMMENT_LIMIT:,}-character comment limit"
 
 
 # --------------------------------------------------------------------------- small formatting
@@ -105,23 +113,6 @@ def judgement(metric: str, current: float, baseline: float) -> str:
     return "🟢 better" if better else "🔴 worse"
 
 
-def escape_cell(text: str) -> str:
-    """Table cell text: pipes and newlines would break the table."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def html_text(text: str) -> str:
-    """Text inside an HTML element (`<summary>`), where markdown is not rendered."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def code(text: str) -> str:
-    """Inline code that survives backticks inside `text`."""
-    ticks = "``" if "`" in text else "`"
-    pad = " " if "`" in text else ""
-    return f"{ticks}{pad}{escape_cell(text)}{pad}{ticks}"
-
-
 def table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -144,7 +135,8 @@ def verdict(gate: GateResult, metrics: Mapping[str, float]) -> str:
     skipped = ""
     if gate.skipped_rules:
         skipped = (
-            f"; {len(gate.skipped_rules)} skipped ({gate.skipped_rules[0].reason or 'no baseline'})"
+            f"; {len(gate.skipped_rules)} skipped "
+            f"({escape_text(gate.skipped_rules[0].reason or 'no baseline')})"
         )
     if gate.decision == "pass":
         headline = headline_metric(gate, metrics)
@@ -160,17 +152,18 @@ def headline_metric(gate: GateResult, metrics: Mapping[str, float]) -> str:
     name = gate.rules[0].metric if gate.rules and gate.rules[0].metric in metrics else "accuracy"
     if name not in metrics:
         return ""
-    text = f": {name} {format_value(name, metrics[name])}"
+    text = f": {escape_text(name)} {format_value(name, metrics[name])}"
     baseline = (gate.baseline_metrics or {}).get(name)
     if baseline is not None:
-        text += f", {format_delta(name, metrics[name], baseline)} vs {gate.baseline_label}"
+        label = escape_text(gate.baseline_label)
+        text += f", {format_delta(name, metrics[name], baseline)} vs {label}"
     return text
 
 
 def rule_numbers(rule: GateRule) -> str:
     value = format_value(rule.metric, rule.value)
     threshold = format_value(rule.metric, rule.threshold)
-    return f"{rule.metric} = {value}, threshold {threshold}"
+    return f"{escape_text(rule.metric)} = {value}, threshold {threshold}"
 
 
 def metrics_section(data: ReportData) -> str:
@@ -193,7 +186,7 @@ def metrics_section(data: ReportData) -> str:
     header = [
         "metric",
         "this change",
-        f"baseline ({escape_cell(data.gate.baseline_label)})",
+        f"baseline ({escape_text(data.gate.baseline_label)})",
         "Δ",
         "",
     ]
@@ -203,14 +196,14 @@ def metrics_section(data: ReportData) -> str:
 def no_baseline_note(gate: GateResult) -> str:
     """`No baseline: <why>.` without saying "no baseline" twice."""
     why = re.sub(r"^no baseline:?\s*", "", gate.baseline_description, flags=re.I).strip()
-    return f"No baseline: {escape_cell(why)}." if why else "No baseline."
+    return f"No baseline: {escape_text(why)}." if why else "No baseline."
 
 
 def metric_row(name: str, current: float, baseline: float | None) -> list[str]:
     if baseline is None:
-        return [code(name), format_value(name, current), "—", "—", "no baseline"]
+        return [code_cell(name), format_value(name, current), "—", "—", "no baseline"]
     return [
-        code(name),
+        code_cell(name),
         format_value(name, current),
         format_value(name, baseline),
         format_delta(name, current, baseline),
@@ -235,11 +228,11 @@ def per_class_section(data: ReportData) -> str | None:
         cells = metric_row(
             PER_CLASS_PREFIX + cls, value, (baseline or {}).get(PER_CLASS_PREFIX + cls)
         )
-        rows.append([code(cls), support, *(cells[1:] if baseline is not None else cells[1:2])])
+        rows.append([code_cell(cls), support, *(cells[1:] if baseline is not None else cells[1:2])])
     if baseline is None:
         body = table(["class", "support", "accuracy"], ["---", "---:", "---:"], rows)
     else:
-        label = escape_cell(data.gate.baseline_label)
+        label = escape_text(data.gate.baseline_label)
         header = ["class", "support", "accuracy", f"baseline ({label})", "Δ", ""]
         body = table(header, ["---", "---:", "---:", "---:", "---:", ":---"], rows)
     lowest = min(accuracy, key=lambda name: accuracy[name])
@@ -253,10 +246,10 @@ def per_class_section(data: ReportData) -> str | None:
 def gate_section(gate: GateResult) -> str:
     rows = [
         [
-            code(rule.rule),
+            code_cell(rule.rule),
             format_value(rule.metric, rule.value),
             format_value(rule.metric, rule.threshold),
-            RESULT_MARK[rule.result] + (f" ({escape_cell(rule.reason)})" if rule.reason else ""),
+            RESULT_MARK[rule.result] + (f" ({escape_text(rule.reason)})" if rule.reason else ""),
         ]
         for rule in gate.rules
     ]
@@ -265,7 +258,7 @@ def gate_section(gate: GateResult) -> str:
     text = table(["rule", "value", "threshold", "result"], ["---", "---:", "---:", ":---"], rows)
     if gate.baseline_metrics is None:
         return f"#### Gate rules\n\n{text}"
-    return f"#### Gate rules\n\n{text}\n\nBaseline: {escape_cell(gate.baseline_description)}."
+    return f"#### Gate rules\n\n{text}\n\nBaseline: {escape_text(gate.baseline_description)}."
 
 
 def params_section(data: ReportData) -> str:
@@ -275,10 +268,10 @@ def params_section(data: ReportData) -> str:
     if not changes:
         return f"#### Params\n\nNo params changed against {code(data.gate.baseline_label)}."
     rows = [
-        [code(c.key), code(render_param(c.baseline)), code(render_param(c.current))]
+        [code_cell(c.key), code_cell(render_param(c.baseline)), code_cell(render_param(c.current))]
         for c in changes
     ]
-    header = ["param", f"baseline ({escape_cell(data.gate.baseline_label)})", "this change"]
+    header = ["param", f"baseline ({escape_text(data.gate.baseline_label)})", "this change"]
     return "#### Params changed\n\n" + table(header, ["---", "---", "---"], rows)
 
 
@@ -296,14 +289,14 @@ def confusion_section(matrix: ConfusionMatrix | None) -> str | None:
     if matrix is None or not matrix.classes:
         return None
     if len(matrix.classes) <= MAX_CONFUSION_TABLE_CLASSES:
-        header = ["actual ↓ / predicted →", *(escape_cell(c) for c in matrix.classes)]
+        header = ["actual ↓ / predicted →", *(escape_text(c) for c in matrix.classes)]
         rows = []
         for i, cls in enumerate(matrix.classes):
             cells = [
                 f"**{n}**" if i == j else ("·" if n == 0 else str(n))
                 for j, n in enumerate(matrix.counts[i])
             ]
-            rows.append([f"**{escape_cell(cls)}**", *cells])
+            rows.append([f"**{escape_text(cls)}**", *cells])
         body = table(header, ["---", *["---:"] * len(matrix.classes)], rows)
     else:
         body = top_confusions(matrix)
@@ -320,7 +313,7 @@ def top_confusions(matrix: ConfusionMatrix, limit: int = 10) -> str:
     if not mistakes:
         return "No misclassified test images."
     mistakes.sort(key=lambda m: -m[0])
-    rows = [[code(a), code(p), str(n)] for n, a, p in mistakes[:limit]]
+    rows = [[code_cell(a), code_cell(p), str(n)] for n, a, p in mistakes[:limit]]
     return f"Most frequent mistakes ({len(matrix.classes)} classes):\n\n" + table(
         ["actual", "predicted", "images"], ["---", "---", "---:"], rows
     )
@@ -329,7 +322,9 @@ def top_confusions(matrix: ConfusionMatrix, limit: int = 10) -> str:
 def images_section(data: ReportData) -> str | None:
     if not data.images:
         return f"_{data.images_note}_" if data.images_note else None
-    pictures = "\n\n".join(f"![{escape_cell(img.title)}]({img.src})" for img in data.images)
+    pictures = "\n\n".join(
+        f"![{escape_text(img.title)}]({link_destination(img.src)})" for img in data.images
+    )
     return f"<details><summary>Charts as images</summary>\n\n{pictures}\n\n</details>"
 
 
@@ -337,18 +332,18 @@ def footer(links: RunLinks) -> str:
     parts: list[str] = []
     if links.commit:
         parts.append(f"commit {code(links.commit[:12])}")
-    if links.run_url:
-        parts.append(f"[workflow run]({links.run_url})")
+    if links.run_url and is_web_url(links.run_url):
+        parts.append(f"[workflow run]({link_destination(links.run_url)})")
     if links.mlflow_run_id:
         run = code(links.mlflow_run_id)
         parts.append(
-            f"MLflow run [{run}]({links.mlflow_run_url})"
-            if links.mlflow_run_url
+            f"MLflow run [{run}]({link_destination(links.mlflow_run_url)})"
+            if links.mlflow_run_url and is_web_url(links.mlflow_run_url)
             else f"MLflow run {run}"
         )
     if links.model_name and links.model_version:
-        parts.append(f"model {code(links.model_name)} v{escape_cell(links.model_version)}")
-    parts.append(f"cxml {escape_cell(links.version)}")
+        parts.append(f"model {code(links.model_name)} v{escape_text(links.model_version)}")
+    parts.append(f"cxml {escape_text(links.version)}")
     return "---\n<sub>" + " · ".join(parts) + "</sub>"
 
 
@@ -365,7 +360,7 @@ MODEL_UNCHANGED_NOTE = (
 def build_report(data: ReportData) -> Report:
     """All sections in reading order, with the ranks that decide what is cut first."""
     sections = [
-        Section("title", f"{watermark(data.name)}\n## 📊 Model report: {escape_cell(data.name)}"),
+        Section("title", f"{watermark(data.name)}\n## 📊 Model report: {escape_text(data.name)}"),
         Section("verdict", verdict(data.gate, data.metrics)),
         Section("unchanged", MODEL_UNCHANGED_NOTE if data.model_unchanged else ""),
         Section("metrics", metrics_section(data)),
@@ -385,21 +380,41 @@ def render(report: Report, *, hint: str = "") -> str:
     parts = [s.markdown for s in report.sections]
     if report.trimmed:
         note = (
-            f"> ✂️ Trimmed to fit GitHub's {GITHUB_COMMENT_LIMIT:,}-character comment limit: "
+            f"> ✂️ Trimmed to fit {report.trimmed_for}: "
             f"left out {', '.join(report.trimmed)}. The full report is in {hint}."
         )
         parts.insert(2, note)
     return "\n\n".join(parts) + "\n"
 
 
-def fit_to_limit(report: Report, *, limit: int, hint: str) -> str:
-    """Render the report, cutting trimmable sections (lowest rank first) until it fits `limit`."""
+def size_of(text: str, unit: SizeUnit) -> int:
+    return len(text.encode("utf-8")) if unit == "bytes" else len(text)
+
+
+def cut_to_size(text: str, size: int, unit: SizeUnit) -> str:
+    """The longest start of `text` within `size`; in bytes, never half a UTF-8 character."""
+    if unit == "characters":
+        return text[: max(0, size)]
+    return text.encode("utf-8")[: max(0, size)].decode("utf-8", errors="ignore")
+
+
+def fit_to_limit(report: Report, *, limit: int, hint: str, unit: SizeUnit = "characters") -> str:
+    """Render the report, cutting trimmable sections (lowest rank first) until it fits `limit`.
+
+    GitHub counts a comment's limit in characters and the job summary's in bytes (`unit`).
+    """
+    limit_name = (
+        f"GitHub's {limit:,}-character comment limit"
+        if unit == "characters"
+        else "GitHub's 1 MiB job-summary limit"
+    )
+    report = replace(report, trimmed_for=limit_name)
     text = render(report, hint=hint)
     ranked = sorted(
         (s for s in report.sections if s.trim_rank is not None), key=lambda s: s.trim_rank or 0
     )
     for section in ranked:
-        if len(text) <= limit:
+        if size_of(text, unit) <= limit:
             return text
         report = replace(
             report,
@@ -407,14 +422,14 @@ def fit_to_limit(report: Report, *, limit: int, hint: str) -> str:
             trimmed=(*report.trimmed, section.trimmed_note),
         )
         text = render(report, hint=hint)
-    if len(text) <= limit:
+    if size_of(text, unit) <= limit:
         return text
-    return hard_truncate(text, limit=limit, hint=hint)
+    return hard_truncate(text, limit=limit, hint=hint, unit=unit)
 
 
-def hard_truncate(text: str, *, limit: int, hint: str) -> str:
+def hard_truncate(text: str, *, limit: int, hint: str, unit: SizeUnit = "characters") -> str:
     """Last resort when even the essential sections are too long (thousands of gate rules)."""
-    tail = f"\n\n…\n\n> ✂️ Cut at GitHub's comment limit; the full report is in {hint}.\n"
-    cut = text[: max(0, limit - len(tail))]
+    tail = f"\n\n…\n\n> ✂️ Cut at GitHub's size limit; the full report is in {hint}.\n"
+    cut = cut_to_size(text, limit - size_of(tail, unit), unit)
     cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
     return cut + tail

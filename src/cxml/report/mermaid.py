@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cxml.report.escape import escape_text
 from cxml.report.model import PER_CLASS_PREFIX, ReportData, TrainCurve
 
 THIS_CHANGE_COLOR = "#2563eb"
@@ -25,9 +27,19 @@ class Series:
     kind: str = "line"  # line | bar
 
 
+MERMAID_LOOKALIKES = str.maketrans({'"': "'", "`": "'", "<": "‹", ">": "›"})
+"""The grammar has no escape for `"`; a backtick starts a markdown string; `<>` would be HTML."""
+
+
 def quote(text: str) -> str:
-    """A Mermaid string literal; the grammar has no escape for `"`, so use a look-alike."""
-    cleaned = " ".join(text.replace('"', "'").split())
+    """A Mermaid string literal that shows `text` and cannot change the chart around it.
+
+    Mermaid reads `%%{init: …}%%` directives and `#name;` entity codes anywhere in a diagram,
+    so class names like those are broken up; quotes, backticks and `<>` become look-alikes.
+    """
+    cleaned = " ".join(text.translate(MERMAID_LOOKALIKES).split())
+    cleaned = re.sub(r"%{2,}", "%", cleaned)
+    cleaned = re.sub(r"#(?=\w+;)", "# ", cleaned)
     return f'"{cleaned}"'
 
 
@@ -95,7 +107,7 @@ def legend(series: Sequence[Series]) -> str:
         THIS_CHANGE_TRAIN_COLOR: "light blue",
         BASELINE_COLOR: "orange",
     }
-    parts = [f"{names.get(s.color, s.color)} {s.kind}: {s.label}" for s in series]
+    parts = [f"{names.get(s.color, s.color)} {s.kind}: {escape_text(s.label)}" for s in series]
     return "<sub>" + " · ".join(parts) + "</sub>"
 
 

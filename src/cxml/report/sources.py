@@ -6,16 +6,16 @@ reads (plots/train.csv, per_class.csv, confusion.csv) are parsed here.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from cxml import __version__
 from cxml.core import console, env
 from cxml.core.config import Params, params_from_mapping
 from cxml.core.errors import ConfigError, RecordError
+from cxml.core.files import parse_csv
 from cxml.core.git import git_show
 from cxml.core.metrics import flatten
+from cxml.core.redact import redact_uri, without_query
 from cxml.records.gate import GateResult, read_gate
 from cxml.records.metrics import parse_metrics_text, read_metrics, read_optional_metrics
 from cxml.records.run import RunRecord, read_run
@@ -92,14 +92,15 @@ def load_confusion(path: Path, per_class: tuple[PerClassRow, ...] | None) -> Con
     return parse_confusion(text, label=str(path), class_order=order)
 
 
-def parse_csv_rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
+def parse_csv_rows(text: str, label: str = "plots file") -> list[dict[str, str]]:
+    """Rows of a plots CSV; an oversized field or a malformed file is one RecordError."""
+    return parse_csv(text, label=label, fix="re-run the step that writes it")
 
 
 def parse_train_curve(text: str, *, label: str) -> TrainCurve:
     """plots/train.csv -> one `{column: number}` per epoch; non-numeric cells are left out."""
     curve: list[dict[str, float]] = []
-    for index, row in enumerate(parse_csv_rows(text)):
+    for index, row in enumerate(parse_csv_rows(text, label)):
         values: dict[str, float] = {}
         for column, cell in row.items():
             if column is None or cell is None or cell == "":
@@ -117,7 +118,7 @@ def parse_train_curve(text: str, *, label: str) -> TrainCurve:
 
 def parse_per_class(text: str, *, label: str) -> tuple[PerClassRow, ...]:
     rows: list[PerClassRow] = []
-    for index, row in enumerate(parse_csv_rows(text)):
+    for index, row in enumerate(parse_csv_rows(text, label)):
         try:
             rows.append(
                 PerClassRow(
@@ -126,7 +127,7 @@ def parse_per_class(text: str, *, label: str) -> tuple[PerClassRow, ...]:
                     support=int(float(row.get("support") or 0)),
                 )
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError(
                 f"{label}: row {index + 2} needs class,accuracy,support; re-run `cxml evaluate`"
             ) from None
@@ -136,7 +137,7 @@ def parse_per_class(text: str, *, label: str) -> tuple[PerClassRow, ...]:
 def parse_confusion(text: str, *, label: str, class_order: tuple[str, ...] = ()) -> ConfusionMatrix:
     """plots/confusion.csv (`actual,predicted` per test image) -> a count matrix."""
     pairs: list[tuple[str, str]] = []
-    for index, row in enumerate(parse_csv_rows(text)):
+    for index, row in enumerate(parse_csv_rows(text, label)):
         actual, predicted = row.get("actual"), row.get("predicted")
         if actual is None or predicted is None:
             raise RecordError(
@@ -230,17 +231,23 @@ def workflow_run_url() -> str | None:
     """The GitHub Actions run, or the GitLab pipeline, that produced the report."""
     repository, run_id = env.get(env.GITHUB_REPOSITORY), env.get(env.GITHUB_RUN_ID)
     if not repository or not run_id:
-        return env.get(env.CI_PIPELINE_URL)
-    server = env.get(env.GITHUB_SERVER_URL) or "https://github.com"
+        pipeline = env.get(env.CI_PIPELINE_URL)
+        return redact_uri(pipeline) if pipeline else None
+    server = redact_uri(env.get(env.GITHUB_SERVER_URL) or "https://github.com")
     return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
 
 
 def mlflow_run_url(run: RunRecord) -> str | None:
-    """A link into the MLflow UI when the tracking URI is a server (not a local SQLite file)."""
+    """A link into the MLflow UI when the tracking URI is a server (not a local SQLite file).
+
+    The link is posted, so it never carries the URI's credentials (user, password, `?token=`):
+    the query is cut off (the UI's own `#/...` route follows the path) and the rest redacted.
+    """
     if not run.run_id:
         return None
     uri = run.tracking_uri or env.get(env.MLFLOW_TRACKING_URI)
     if not uri or not uri.startswith(("http://", "https://")):
         return None
     experiment = run.experiment_id or "0"
-    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run.run_id}"
+    server = redact_uri(without_query(uri)).rstrip("/")
+    return f"{server}/#/experiments/{experiment}/runs/{run.run_id}"

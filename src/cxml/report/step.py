@@ -11,19 +11,20 @@ from pathlib import Path
 from cxml.core import console, ghactions
 from cxml.core.config import default_params_path, load_params
 from cxml.core.console import run_entry_point
-from cxml.core.errors import ReportError
+from cxml.core.errors import ConfigError, ReportError
 from cxml.core.files import write_text
 from cxml.report.build import draw_charts, full_markdown, with_images
+from cxml.report.escape import code
 from cxml.report.forges.base import Forge
 from cxml.report.forges.targets import pick_forge
 from cxml.report.markdown import (
     GITHUB_COMMENT_LIMIT,
-    SUMMARY_LIMIT,
     build_report,
     fit_to_limit,
     has_watermark,
 )
 from cxml.report.model import ChartImage, ReportData
+from cxml.report.pr_artifact import post_pull_request_artifact
 from cxml.report.sources import load_report_data
 
 DEFAULT_IMAGES_BRANCH = "cxml-assets"
@@ -62,6 +63,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--token", help="API token (default: $GITHUB_TOKEN, or $GITLAB_TOKEN on GitLab)"
     )
+    parser.add_argument(
+        "--comment-author",
+        metavar="LOGIN",
+        help="update only an earlier comment by this login (default: the token's own user, "
+        "or github-actions[bot] for GITHUB_TOKEN; a GitHub App's token: APP-SLUG[bot])",
+    )
+    parser.add_argument(
+        "--from-artifact",
+        type=Path,
+        metavar="DIR",
+        help="post a fork pull request's report from its downloaded artifact (pr-number, "
+        "report.md) instead of building one; for the workflow_run job of cxml-pr-comment.yml",
+    )
     parser.add_argument("--no-images", action="store_true", help="do not draw PNG charts")
     parser.add_argument(
         "--model-unchanged",
@@ -88,8 +102,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def comment_author(value: str | None) -> str | None:
+    """--comment-author checked: a GitHub or GitLab login such as `octocat` or `my-app[bot]`."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(\[bot\])?", value):
+        raise ConfigError(
+            f"--comment-author {value!r} is not a login; give one like octocat or my-app[bot]"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    author = comment_author(args.comment_author)
+    if args.from_artifact is not None:
+        return post_pull_request_artifact(args)
     params_path = args.params or default_params_path()
     params = load_params(params_path)
     report_path = args.output or Path(params.outputs.report)
@@ -109,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         console.info(comment)
         return 0
-    post_comment(forge, comment, data.name)
+    post_comment(forge, comment, data.name, author=author)
     return 0
 
 
@@ -154,15 +182,26 @@ def images_hint(local_images: list[ChartImage], args: argparse.Namespace) -> str
 
 
 def write_summary_and_fit_comment(data: ReportData, report_path: Path) -> str:
-    """Append the report to the job summary and return it cut to fit one comment."""
-    hint = f"the job summary and `{report_path.as_posix()}`"
-    ghactions.append_summary(fit_to_limit(build_report(data), limit=SUMMARY_LIMIT, hint=hint))
+    """Append the report to the job summary and return it cut to fit one comment.
+
+    The summary's room is counted in bytes (what is left of GitHub's 1 MiB for this step, less
+    the blank line `append_summary` adds), a comment's in characters.
+    """
+    report_file = code(report_path.as_posix())
+    room = ghactions.summary_room() - 2
+    summary = fit_to_limit(build_report(data), limit=room, hint=report_file, unit="bytes")
+    ghactions.append_summary(summary)
+    hint = f"the job summary and {report_file}"
     return fit_to_limit(build_report(data), limit=GITHUB_COMMENT_LIMIT, hint=hint)
 
 
-def post_comment(forge: Forge, body: str, name: str) -> None:
-    """Create or update this report's comment; its URL becomes the `comment-url` output."""
-    posted = forge.upsert_comment(body, lambda text: has_watermark(text, name))
+def post_comment(forge: Forge, body: str, name: str, *, author: str | None = None) -> None:
+    """Create or update this report's comment; its URL becomes the `comment-url` output.
+
+    Only a comment that carries this report's watermark *and* was written by the poster (or
+    `author`) is updated: anyone can paste the watermark into a comment of their own.
+    """
+    posted = forge.upsert_comment(body, lambda text: has_watermark(text, name), author=author)
     console.info(f"report: {posted.summary()}")
     if posted.url:
         ghactions.set_output("comment-url", posted.url)

@@ -11,12 +11,20 @@ from typing import TYPE_CHECKING
 
 from cxml import __version__
 from cxml.core.console import info
+from cxml.serve.admission import RETRY_AFTER_S, Admission, Overloaded
 from cxml.serve.metrics import ServiceMetrics
-from cxml.serve.requests import RequestError, images_from_request
+from cxml.serve.requests import (
+    CLIENT_CLOSED,
+    PredictRequest,
+    RequestError,
+    images_of,
+    read_predict_request,
+)
 from cxml.serve.service import PredictionService
 from cxml.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
+    import torch
     from fastapi import FastAPI, Request, Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,23 +38,45 @@ def create_app(service: PredictionService) -> FastAPI:
         title="cxml serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
     settings = service.settings
+    admission = Admission(settings.max_active, settings.max_queue)
 
-    def json_response(payload: object, status: int = 200) -> Response:
+    def json_response(
+        payload: object, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
         return Response(
             json.dumps(payload, separators=(",", ":")),
             status_code=status,
+            headers=headers,
             media_type="application/json",
         )
 
+    def decode(sent: PredictRequest) -> torch.Tensor:
+        return service.decode(images_of(sent, settings))
+
     # Plain Starlette routes: no dependency injection on the hot path, and the handlers own parsing.
+    # The event loop only reads and answers; parsing, decoding and the model run in admission's
+    # threads, so /healthz answers at once however busy /predict is.
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            images = await images_from_request(request, settings)
-            result = service.predict(images)
+            with admission.admit():
+                sent = await read_predict_request(request, settings)
+                async with admission.work_slot():
+                    if await request.is_disconnected():  # gave up while waiting: spare the work
+                        raise RequestError(
+                            CLIENT_CLOSED, "the client left while its request waited"
+                        )
+                    batch = await admission.decode(lambda: decode(sent))
+                    result = await admission.infer(lambda: service.answer(batch))
+        except Overloaded:
+            return json_response(
+                {"error": admission.overload_message()},
+                503,
+                headers={"retry-after": str(RETRY_AFTER_S)},
+            )
         except RequestError as exc:
             return json_response({"error": exc.message}, exc.status)
-        service.metrics.record_prediction(time.perf_counter() - started, len(images))
+        service.metrics.record_prediction(time.perf_counter() - started, int(batch.shape[0]))
         return json_response(result)
 
     async def healthz(request: Request) -> Response:
@@ -78,6 +108,7 @@ def create_app(service: PredictionService) -> FastAPI:
 class CountResponses:
     """ASGI middleware: counts every answer in the metrics, and answers an exception that escapes
     a handler with a 500 in the service's `{"error": ...}` format (the traceback goes to the log).
+    A client that hung up is counted as 499 and not logged: nobody is left to answer.
     """
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
@@ -85,6 +116,8 @@ class CountResponses:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import ClientDisconnect
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -99,6 +132,8 @@ class CountResponses:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
         except Exception:
             if started:
                 raise

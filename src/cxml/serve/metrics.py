@@ -5,8 +5,10 @@ from __future__ import annotations
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ENDPOINTS = ("/predict", "/healthz", "/version", "/metrics")
 """Paths counted one by one; any other path (a 404, say) is counted as endpoint "other"."""
-STATUS_CODES = (200, 400, 404, 405, 413, 415, 422, 500, 503)
-"""Status codes counted one by one; anything else is counted as code "other"."""
+STATUS_CODES = (200, 400, 404, 405, 413, 415, 422, 499, 500, 503)
+"""Status codes counted one by one; anything else is counted as code "other". 499 (nginx's
+"client closed request") counts requests whose client hung up before the answer; 503 those
+refused because the work queue was full."""
 
 
 class ServiceMetrics:

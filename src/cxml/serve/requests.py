@@ -9,7 +9,9 @@ import base64
 import binascii
 import io
 import json
+import threading
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cxml.serve.settings import ServeSettings
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from cxml.ml.models import ModelMetadata
 
 
+_OPENING = threading.Lock()
+
+
 class RequestError(Exception):
     """A bad request: answered with `status` and this message, never a 500."""
 
@@ -30,22 +35,47 @@ class RequestError(Exception):
         self.message = message
 
 
-async def images_from_request(request: Request, settings: ServeSettings) -> list[bytes]:
-    """The image files one /predict request holds, in order, within the settings' limits."""
-    body = await read_body(request, settings.max_request_bytes)
+CLIENT_CLOSED = 499
+"""nginx's code for a client that closed the connection before it got its answer; never sent."""
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What one /predict request sent, read off the wire: a form's files, or a body to parse."""
+
+    content_type: str
+    body: bytes
+    files: list[bytes] | None
+    """The file parts of a multipart form (parsed while reading); None for other bodies."""
+
+
+async def read_predict_request(request: Request, settings: ServeSettings) -> PredictRequest:
+    """The body of a /predict request within the size limits (the cheap part, on the event loop)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        images = images_from_json(body)
-    elif content_type == "multipart/form-data":
-        images = await images_from_multipart(request, settings.max_batch)
-    elif content_type.startswith("image/") or content_type == "application/octet-stream":
-        images = [body]
-    else:
+    if not (
+        content_type in ("application/json", "multipart/form-data", "application/octet-stream")
+        or content_type.startswith("image/")
+    ):
         raise RequestError(
             415,
             f"content type {content_type or 'none'!r} is not supported; use "
             "multipart/form-data, application/json or image/*",
         )
+    body = await read_body(request, settings.max_request_bytes)
+    files = None
+    if content_type == "multipart/form-data":
+        files = await images_from_multipart(request, settings.max_batch)
+    return PredictRequest(content_type, body, files)
+
+
+def images_of(sent: PredictRequest, settings: ServeSettings) -> list[bytes]:
+    """The image files one /predict request holds, in order, within the batch limit."""
+    if sent.files is not None:
+        images = sent.files
+    elif sent.content_type == "application/json":
+        images = images_from_json(sent.body)
+    else:
+        images = [sent.body]
     if not images:
         raise RequestError(422, "the request holds no images; send at least one")
     if len(images) > settings.max_batch:
@@ -68,7 +98,8 @@ def decode_image(
     if not data:
         raise RequestError(400, f"image {index} is empty; send the bytes of a PNG or JPEG file")
     try:
-        with warnings.catch_warnings():
+        # catch_warnings swaps a process-wide filter list: decoding threads take turns at it
+        with _OPENING, warnings.catch_warnings():
             # PIL warns past its own pixel limit and raises past twice it: both mean too large
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
@@ -108,9 +139,17 @@ def images_from_json(body: bytes) -> list[bytes]:
     """`{"image": "<base64>"}` or `{"images": ["<base64>", ...]}` -> the image files' bytes."""
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise RequestError(
+            400, 'the JSON body is nested too deeply; send {"images": ["<base64 PNG>", ...]}'
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RequestError(
             400, 'the body is not valid JSON; send {"images": ["<base64 PNG>", ...]}'
+        ) from None
+    except ValueError:  # an integer past Python's 4,300-digit limit for turning text into int
+        raise RequestError(
+            400, 'the JSON body holds a number too long to read; send {"images": [...]} only'
         ) from None
     if not isinstance(payload, dict) or not ({"image", "images"} & payload.keys()):
         raise RequestError(
@@ -175,16 +214,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             f"request body is {declared} bytes, over the limit of {limit}; send fewer or "
             "smaller images",
         )
+    from starlette.requests import ClientDisconnect
+
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(
-                413,
-                f"request body is over the limit of {limit} bytes; send fewer or smaller images",
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(
+                    413,
+                    f"request body is over the limit of {limit} bytes; send fewer or smaller "
+                    "images",
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(
+            CLIENT_CLOSED, "the client closed the connection before sending the whole body"
+        ) from None
     body = b"".join(chunks)
     request._body = body  # let request.form() parse what was already read
     return body

@@ -59,13 +59,22 @@ class PredictionService:
         return rows
 
     def predict(self, images: list[bytes]) -> dict[str, Any]:
+        """Image files -> the /predict answer, in the calling thread (the app splits the two)."""
+        return self.answer(self.decode(images))
+
+    def decode(self, images: list[bytes]) -> torch.Tensor:
+        """Image files -> one uint8 N,C,H,W batch at the model's input size, or a RequestError."""
         import torch
 
         tensors = [
             decode_image(data, index, self.metadata, self.settings)
             for index, data in enumerate(images)
         ]
-        rows = self.classify(torch.stack(tensors))
+        return torch.stack(tensors)
+
+    def answer(self, batch: torch.Tensor) -> dict[str, Any]:
+        """A decoded batch -> the /predict answer: the class and probabilities of each image."""
+        rows = self.classify(batch)
         names = self.metadata.class_names
         predictions = []
         for row in rows:

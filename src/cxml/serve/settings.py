@@ -13,6 +13,11 @@ if TYPE_CHECKING:
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 """Larger images are refused before they are decoded (a decompression bomb guard)."""
 
+DEFAULT_MAX_QUEUE = 32
+"""/predict requests one process holds waiting beyond those it works on; more are answered 503.
+Big enough for a burst of small requests, small enough that waiting bodies (each up to
+max_request_bytes) cannot exhaust memory."""
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -27,6 +32,9 @@ class ServeSettings:
     max_request_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     resize: bool = True
+    max_active: int = 2
+    """/predict requests one process decodes and classifies at once (off its event loop)."""
+    max_queue: int = DEFAULT_MAX_QUEUE
     model_version: str = "local"
     release_name: str = "local"
 
@@ -40,3 +48,9 @@ def default_workers(device: str) -> int:
 def default_threads(workers: int) -> int:
     # Measured on 2 cores: one torch thread per worker, beside its event loop, beats more threads.
     return max(1, min(4, (os.cpu_count() or 1) // (2 * workers)))
+
+
+def default_active(workers: int) -> int:
+    # Two keep decoding (thread pool) and inference (its own thread) busy side by side; more only
+    # pays where a process has spare cores for decoding, as one GPU process does.
+    return max(2, min(8, (os.cpu_count() or 1) // workers))

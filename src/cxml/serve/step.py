@@ -10,7 +10,13 @@ from cxml.core.console import run_entry_point
 from cxml.core.errors import ConfigError
 from cxml.records import release as bundle
 from cxml.serve.app import serve_one
-from cxml.serve.settings import ServeSettings, default_threads, default_workers
+from cxml.serve.settings import (
+    DEFAULT_MAX_QUEUE,
+    ServeSettings,
+    default_active,
+    default_threads,
+    default_workers,
+)
 from cxml.serve.workers import serve_workers
 
 
@@ -62,6 +68,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-request-bytes", type=int, default=None, help="largest request body (default 8 MiB)"
     )
     parser.add_argument(
+        "--max-active",
+        type=int,
+        default=None,
+        help="/predict requests a worker decodes and classifies at once (default: its share of "
+        "the cores, 2 to 8)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help="/predict requests a worker holds waiting beyond those; more are answered 503 with "
+        f"Retry-After (default {DEFAULT_MAX_QUEUE})",
+    )
+    parser.add_argument(
         "--no-resize",
         action="store_true",
         help="refuse images not already at the model's input size",
@@ -86,14 +106,18 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         serving = bundle.ServingConfig()
     workers = args.workers if args.workers is not None else default_workers(args.device)
     threads = args.threads if args.threads is not None else default_threads(workers)
+    max_active = args.max_active if args.max_active is not None else default_active(workers)
     for name, value in (
         ("--workers", workers),
         ("--threads", threads),
         ("--max-batch", args.max_batch),
         ("--max-request-bytes", args.max_request_bytes),
+        ("--max-active", max_active),
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if args.max_queue < 0:
+        raise ConfigError("--max-queue: must be 0 (no waiting) or more")
     return ServeSettings(
         model_path=model_path,
         release=release,
@@ -105,6 +129,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_batch=args.max_batch or serving.max_batch,
         max_request_bytes=args.max_request_bytes or serving.max_request_bytes,
         resize=serving.resize and not args.no_resize,
+        max_active=max_active,
+        max_queue=args.max_queue,
         model_version=model_version,
         release_name=release_name,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,8 @@ def prepare(settings: HostSettings) -> dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - STALE_UPLOAD_S
     for upload in settings.incoming_dir.iterdir():
-        if upload.stat().st_mtime < cutoff:
-            shutil.rmtree(upload, ignore_errors=True)
+        if upload.lstat().st_mtime < cutoff:
+            remove_upload(upload)
     state = read_state(settings)
     return {
         "root": str(settings.root),
@@ -61,20 +63,21 @@ def prepare(settings: HostSettings) -> dict[str, Any]:
 def install_upload(settings: HostSettings, release: str, staging: Path) -> None:
     """Check an upload's checksums, then rename it into releases/: a partial upload never is one."""
     target = settings.releases_dir / release
-    staging = staging.resolve()
-    if staging.parent != settings.incoming_dir.resolve():
-        raise ConfigError(f"{staging}: uploads must be under {settings.incoming_dir}")
+    staging = upload_dir(settings, staging)
+    if staging.is_symlink():
+        staging.unlink()
+        raise DeployError(f"{staging}: is a symbolic link, not an upload; refused, deploy again")
     try:
-        verify_bundle(staging)
+        verify_bundle(staging)  # also refuses links and anything else that is not a plain file
         uploaded = load_bundle(staging, verify=False)
         if uploaded.info.release != release:
             raise DeployError(
                 f"{staging}: holds release {uploaded.info.release}, not {release}; deploy again"
             )
+        make_world_readable(staging)
     except (DeployError, RecordError):
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    make_world_readable(staging)
     if target.exists():
         same = same_bundle(staging, target)
         shutil.rmtree(staging, ignore_errors=True)
@@ -88,11 +91,49 @@ def install_upload(settings: HostSettings, release: str, staging: Path) -> None:
     os.rename(staging, target)
 
 
+def upload_dir(settings: HostSettings, staging: Path) -> Path:
+    """`staging` as an entry directly under incoming/ (not resolved: it may be a planted link)."""
+    incoming = settings.incoming_dir.resolve()
+    absolute = Path(os.path.abspath(staging))
+    if absolute.name in ("", ".", "..") or absolute.parent.resolve() != incoming:
+        raise ConfigError(f"{staging}: uploads must be under {settings.incoming_dir}")
+    return incoming / absolute.name
+
+
+def remove_upload(upload: Path) -> None:
+    """Remove an upload; a link is removed itself, never what it points to."""
+    if upload.is_symlink() or not upload.is_dir():
+        upload.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(upload, ignore_errors=True)
+
+
 def make_world_readable(directory: Path) -> None:
     """The serving container runs as a non-root user: it must be able to read the release."""
-    directory.chmod(0o755)
+    chmod_no_follow(directory, 0o755, directory=True)
     for path in directory.iterdir():
-        path.chmod(0o644)
+        chmod_no_follow(path, 0o644)
+
+
+def chmod_no_follow(path: Path, mode: int, *, directory: bool = False) -> None:
+    """chmod through a descriptor opened with O_NOFOLLOW: a link swapped in is refused, never
+    followed (the host agent may run as root; os.chmod(follow_symlinks=False) fails on Linux)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_DIRECTORY if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise DeployError(
+                f"{path}: is a symbolic link or not a plain file; refused, deploy again"
+            ) from None
+        raise
+    try:
+        kind = os.fstat(fd).st_mode
+        if not (stat.S_ISDIR(kind) if directory else stat.S_ISREG(kind)):
+            raise DeployError(f"{path}: is not a plain file; refused, deploy again")
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def swap_to(
@@ -194,10 +235,9 @@ def rollback(settings: HostSettings) -> dict[str, Any]:
 
 
 def discard(settings: HostSettings, staging: Path) -> dict[str, Any]:
-    staging = staging.resolve()
-    if staging.parent == settings.incoming_dir.resolve():
-        shutil.rmtree(staging, ignore_errors=True)
-    return {"discarded": str(staging)}
+    upload = upload_dir(settings, staging)
+    remove_upload(upload)
+    return {"discarded": str(upload)}
 
 
 def status(settings: HostSettings) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from cxml.core import files
+from cxml.core.errors import RecordError
 from cxml.deploy.host.progress import now_iso
 from cxml.deploy.host.settings import HostSettings
+from cxml.records.release import is_release_name
 
 HISTORY_LENGTH = 50
 
@@ -27,12 +29,20 @@ def read_state(settings: HostSettings) -> HostState:
     if not settings.state_file.exists():
         return HostState()
     data = files.read_json(settings.state_file, what="host state")
-    return HostState(
+    state = HostState(
         current=data.get("current"),
         previous=data.get("previous"),
         releases=list(data.get("releases", [])),
         history=list(data.get("history", [])),
     )
+    named = [state.current, state.previous, *state.releases]
+    for name in named:
+        if name is not None and not (isinstance(name, str) and is_release_name(name)):
+            raise RecordError(
+                f"{settings.state_file}: {name!r} is not a release name; the file was changed "
+                "by hand, fix it or move it away"
+            )
+    return state
 
 
 def write_state(settings: HostSettings, state: HostState) -> None:

@@ -60,8 +60,14 @@ class Forge(ABC):
     """Whether `publish_images` can host PNGs that the comment then links."""
 
     @abstractmethod
-    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
-        """Update the comment `is_ours` recognises, or create it; never leaves two copies."""
+    def upsert_comment(
+        self, body: str, is_ours: IsOurs, *, author: str | None = None
+    ) -> PostedComment:
+        """Update the comment `is_ours` recognises *that the poster wrote*, or create one.
+
+        The poster is `author` when given, else who the token is (see each forge); a comment
+        someone else wrote is never edited, whatever it says. Never leaves two copies.
+        """
 
     def publish_images(self, files: Mapping[str, bytes], *, message: str) -> PublishedImages:
         """Host `files` (path -> PNG bytes) and return their URLs; only where images_supported."""
@@ -75,5 +81,7 @@ class Nowhere(Forge):
         self.reason = reason
         self.commit = commit
 
-    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
+    def upsert_comment(
+        self, body: str, is_ours: IsOurs, *, author: str | None = None
+    ) -> PostedComment:
         return PostedComment("skipped", self.reason)

@@ -6,11 +6,13 @@ import base64
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import quote
 
 from cxml import __version__
 from cxml.core.errors import EXIT_INPUT, ReportError
+from cxml.core.redact import redact_uri
 from cxml.report.forges.base import Comment, Forge, IsOurs, PostedComment, PublishedImages
 from cxml.report.forges.http import (
     AmbiguousRequestError,
@@ -20,15 +22,20 @@ from cxml.report.forges.http import (
     RetryPolicy,
     TimeBudget,
 )
+from cxml.report.forges.tokens import clean_token
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
 API_VERSION = "2022-11-28"
 PAGE_SIZE = 100
 MAX_PAGES = 30
+ACTIONS_BOT_LOGIN = "github-actions[bot]"
+"""Who comments made with GITHUB_TOKEN are by."""
+INSTALLATION_TOKEN_REFUSAL = "Resource not accessible by integration"
+"""GitHub's answer to `GET /user` for an installation token (GITHUB_TOKEN, a GitHub App's)."""
 FORK_HINT = (
     "fork pull requests get a read-only token: post from a `workflow_run` job, "
-    "see workflows-templates"
+    "see workflows-templates/cxml-pr-comment.yml (`cxml init` writes it)"
 )
 API_URL_SETTING = ApiUrlSetting(
     "GITHUB_API_URL / --api-url",
@@ -87,9 +94,11 @@ class GitHubClient:
     ) -> None:
         if not token:
             raise ReportError(f"no GitHub token; {TOKEN_HINT}", exit_code=EXIT_INPUT)
+        token = clean_token(token, source="the GitHub token")
         self.owner, self.repo = split_repository(repository)
         self.repository = f"{self.owner}/{self.repo}"
-        self.server_url = server_url.rstrip("/")
+        # Only for links the comment shows (images), so never with credentials in it.
+        self.server_url = redact_uri(server_url).rstrip("/")
         self.http = JsonHttpClient(
             api_url,
             headers={
@@ -143,18 +152,65 @@ class GitHubClient:
                 return
 
     def find_comment(
-        self, target: CommentTarget, is_ours: Callable[[str | None], bool]
+        self,
+        target: CommentTarget,
+        is_ours: Callable[[str | None], bool],
+        *,
+        author: str | None = None,
     ) -> dict[str, Any] | None:
-        """The first comment whose body `is_ours` accepts (the watermark check)."""
+        """The first comment with our watermark (`is_ours`) that the poster wrote.
+
+        Anyone can paste the watermark into a comment of their own; updating that one would
+        put the report under their name and leave them able to edit it. `author` overrides who
+        the poster is (default: `token_login`, asked only once a watermark turns up).
+        """
         for comment in self.list_comments(target):
-            if is_ours(comment.get("body")):
+            if not is_ours(comment.get("body")):
+                continue
+            if self.written_by(comment, author or self.token_login):
                 return comment
         return None
 
+    @staticmethod
+    def written_by(comment: Mapping[str, Any], login: str) -> bool:
+        """Whether GitHub says `login` wrote `comment` (logins ignore case; bots are type Bot)."""
+        user = comment.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("login"), str):
+            return False  # a deleted account ("ghost") is nobody's
+        if login.endswith("[bot]") and user.get("type") != "Bot":
+            return False
+        return str(user["login"]).lower() == login.lower()
+
+    @cached_property
+    def token_login(self) -> str:
+        """Who comments made with this token are by: the user of a personal access token, or
+        github-actions[bot] for an installation token (GITHUB_TOKEN), which GitHub does not
+        let read `GET /user`. A GitHub App's own token posts as APP-SLUG[bot]: pass that as
+        --comment-author."""
+        try:
+            user = self.http.request("GET", "/user").data
+        except HttpStatusError as error:
+            if error.status == 403 and INSTALLATION_TOKEN_REFUSAL in error.api_message:
+                return ACTIONS_BOT_LOGIN
+            raise GitHubError(
+                who_is_the_token_error(error), status=error.status, exit_code=error.exit_code
+            ) from None
+        login = user.get("login") if isinstance(user, dict) else None
+        if not isinstance(login, str) or not login:
+            raise ReportError(
+                "GitHub API: GET /user answered without a login; pass --comment-author LOGIN"
+            )
+        return login
+
     def upsert_comment(
-        self, target: CommentTarget, body: str, is_ours: Callable[[str | None], bool]
+        self,
+        target: CommentTarget,
+        body: str,
+        is_ours: Callable[[str | None], bool],
+        *,
+        author: str | None = None,
     ) -> Comment:
-        """Update the comment carrying our watermark, or create it; never leaves two copies.
+        """Update our earlier comment (watermark and author), or create one; never two copies.
 
         A create whose outcome is unknown (connection dropped, 5xx) is followed by a fresh look
         for the watermark before anything is sent again, so a retried POST cannot duplicate.
@@ -162,7 +218,7 @@ class GitHubClient:
         for attempt in range(3):
             if attempt:
                 self.http.pause(attempt, before=f"checking the comment on {target.describe()}")
-            existing = self.find_comment(target, is_ours)
+            existing = self.find_comment(target, is_ours, author=author)
             if existing is not None:
                 updated = self._call(
                     "PATCH",
@@ -345,11 +401,13 @@ class GitHubForge(Forge):
             budget=self.budget,
         )
 
-    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
+    def upsert_comment(
+        self, body: str, is_ours: IsOurs, *, author: str | None = None
+    ) -> PostedComment:
         if self.target is None:
             return PostedComment("skipped", "--target none")
         with self.client() as client:
-            comment = client.upsert_comment(self.target, body, is_ours)
+            comment = client.upsert_comment(self.target, body, is_ours, author=author)
         return PostedComment.of(comment, f"comment on {self.target.describe()}")
 
     def publish_images(self, files: Mapping[str, bytes], *, message: str) -> PublishedImages:
@@ -357,6 +415,16 @@ class GitHubForge(Forge):
             sha = client.publish_files(self.images_branch, files, message)
             urls = tuple(client.file_url(sha, path) for path in files)
         return PublishedImages(urls, f"branch {self.images_branch}")
+
+
+def who_is_the_token_error(error: HttpStatusError) -> str:
+    if error.status == 401:
+        return f"GitHub rejected the token ({error.status}: {error.api_message}); {TOKEN_HINT}"
+    return (
+        f"GitHub would not say who the token belongs to (GET /user: {error.status}: "
+        f"{error.api_message}), so cxml cannot tell its own comment from others'; "
+        "pass --comment-author LOGIN"
+    )
 
 
 def publish_action(branch: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from cxml.report.forges.http import (
     RetryPolicy,
     TimeBudget,
 )
+from cxml.report.forges.tokens import clean_token
 
 PAGE_SIZE = 100
 MAX_PAGES = 30
@@ -43,6 +45,7 @@ class GitLabClient:
     ) -> None:
         if not token:
             raise ReportError(f"no GitLab token; {TOKEN_HINT}", exit_code=EXIT_INPUT)
+        token = clean_token(token, source="the GitLab token")
         self.project_id = project_id
         header = "JOB-TOKEN" if job_token else "PRIVATE-TOKEN"
         self.http = JsonHttpClient(
@@ -87,12 +90,52 @@ class GitLabClient:
         data = self._call("GET", self.mr_path(iid), action=f"read merge request !{iid}")
         return str(data.get("web_url") or "") if isinstance(data, dict) else ""
 
-    def upsert_note(self, iid: int, body: str, is_ours: Callable[[str | None], bool]) -> Comment:
-        """Update the note carrying our watermark or create one; a lost create is looked up first."""
+    def find_note(
+        self, iid: int, is_ours: Callable[[str | None], bool], *, author: str | None = None
+    ) -> dict[str, Any] | None:
+        """The first note with our watermark (`is_ours`) that the poster wrote.
+
+        Anyone can paste the watermark into a note; updating theirs would post the report under
+        their name. `author` overrides who the poster is (default: the token's user, `GET /user`,
+        asked only once a watermark turns up).
+        """
+        for note in self.list_notes(iid):
+            if is_ours(note.get("body")) and written_by(note, author or self.token_username):
+                return note
+        return None
+
+    @cached_property
+    def token_username(self) -> str:
+        """The user this token acts as (a project or group access token has a bot user)."""
+        try:
+            user = self.http.request("GET", "/user").data
+        except HttpStatusError as error:
+            raise ReportError(
+                f"GitLab would not say who the token belongs to (GET /user: {error.status}: "
+                f"{error.api_message}), so cxml cannot tell its own note from others'; "
+                f"{TOKEN_HINT}, or pass --comment-author USERNAME",
+                exit_code=error.exit_code,
+            ) from None
+        username = user.get("username") if isinstance(user, dict) else None
+        if not isinstance(username, str) or not username:
+            raise ReportError(
+                "GitLab API: GET /user answered without a username; pass --comment-author USERNAME"
+            )
+        return username
+
+    def upsert_note(
+        self,
+        iid: int,
+        body: str,
+        is_ours: Callable[[str | None], bool],
+        *,
+        author: str | None = None,
+    ) -> Comment:
+        """Update our earlier note (watermark and author) or create one; a lost create is looked up first."""
         for attempt in range(3):
             if attempt:
                 self.http.pause(attempt, before=f"checking the note on merge request !{iid}")
-            existing = next((n for n in self.list_notes(iid) if is_ours(n.get("body"))), None)
+            existing = self.find_note(iid, is_ours, author=author)
             if existing is not None:
                 note = self._call(
                     "PUT",
@@ -176,10 +219,19 @@ class GitLabForge(Forge):
             budget=self.budget,
         )
 
-    def upsert_comment(self, body: str, is_ours: IsOurs) -> PostedComment:
+    def upsert_comment(
+        self, body: str, is_ours: IsOurs, *, author: str | None = None
+    ) -> PostedComment:
         with self.client() as client:
-            note = client.upsert_note(self.iid, body, is_ours)
+            note = client.upsert_note(self.iid, body, is_ours, author=author)
         return PostedComment.of(note, f"note on merge request !{self.iid}")
+
+
+def written_by(note: dict[str, Any], username: str) -> bool:
+    """Whether GitLab says `username` wrote `note` (usernames ignore case)."""
+    note_author = note.get("author")
+    name = note_author.get("username") if isinstance(note_author, dict) else None
+    return isinstance(name, str) and name.lower() == username.lower()
 
 
 def explain(error: HttpStatusError, *, action: str, project_id: str) -> str:

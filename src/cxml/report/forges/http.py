@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cxml.core.errors import EXIT_INPUT, EXIT_RUNTIME, ReportError
+from cxml.core.redact import redact_text, redact_uri
+from cxml.report.forges.tokens import check_api_url_has_no_credentials
 
 RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
 """5xx and 429 are retried; a 403 is retried only when it is a rate limit (see `is_rate_limited`)."""
@@ -145,11 +147,25 @@ def bad_url_reason(error: Exception) -> str | None:
     return None
 
 
+def request_problem(error: Exception) -> str:
+    """What went wrong preparing or sending a request, in words that quote nothing of it.
+
+    requests' own messages quote the URL and header values (`Bearer <token>`), so they are
+    never shown; the exception's type names the problem well enough.
+    """
+    import requests
+
+    if isinstance(error, requests.exceptions.InvalidHeader):
+        return "a request header is not valid (check the token for stray characters)"
+    return f"the request could not be sent ({type(error).__name__})"
+
+
 class JsonHttpClient:
     """One authenticated JSON API (GitHub REST, GitLab v4) with retries bounded in time.
 
-    `secret` is scrubbed from every message this client produces, so a token can never reach a
-    log line, an annotation or a traceback text through it.
+    `secret` is scrubbed from every message this client produces, and URLs in them are redacted,
+    so a token can never reach a log line, an annotation or a traceback text through it. A base
+    URL with credentials in it is refused (ConfigError) before anything is sent.
     """
 
     def __init__(
@@ -166,6 +182,7 @@ class JsonHttpClient:
     ) -> None:
         import requests
 
+        check_api_url_has_no_credentials(base_url, setting=url_setting.name)
         self.given_url = base_url
         self.base_url = base_url.rstrip("/")
         self.service = service
@@ -188,11 +205,13 @@ class JsonHttpClient:
         self._sleep(delay)
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        """`text` without the token and without credentials in any URL it quotes."""
+        text = text.replace(self._secret, "***") if self._secret else text
+        return redact_text(text)
 
     @property
     def host(self) -> str:
-        return urlsplit(self.base_url).netloc
+        return urlsplit(self.base_url).netloc.rpartition("@")[2]
 
     def request(
         self,
@@ -240,7 +259,10 @@ class JsonHttpClient:
             except requests.RequestException as exc:
                 reason = bad_url_reason(exc)
                 if reason is None:
-                    raise
+                    raise ReportError(
+                        self.scrub(f"{self.service} API: {method} {path}: {request_problem(exc)}"),
+                        exit_code=EXIT_INPUT,
+                    ) from None
                 raise ReportError(self.describe_bad_url(reason), exit_code=EXIT_INPUT) from None
             else:
                 result = self._parse(response)
@@ -302,8 +324,8 @@ class JsonHttpClient:
     def describe_bad_url(self, reason: str) -> str:
         setting = self.url_setting
         return self.scrub(
-            f"{setting.name} is {self.given_url!r}, which is not a usable API URL ({reason}): it "
-            f"must be a full URL like {setting.example}"
+            f"{setting.name} is {redact_uri(self.given_url)!r}, which is not a usable API URL "
+            f"({reason}): it must be a full URL like {setting.example}"
         )
 
     def _parse(self, response: Any) -> HttpResponse:

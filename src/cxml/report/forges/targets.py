@@ -9,6 +9,7 @@ from typing import Any
 
 from cxml.core import env
 from cxml.core.errors import ConfigError
+from cxml.report.forges import github, gitlab
 from cxml.report.forges.base import Forge, Nowhere
 from cxml.report.forges.github import (
     DEFAULT_API_URL,
@@ -18,6 +19,7 @@ from cxml.report.forges.github import (
 )
 from cxml.report.forges.gitlab import GitLabForge
 from cxml.report.forges.http import TimeBudget
+from cxml.report.forges.tokens import check_api_url_has_no_credentials, clean_optional_token
 
 PR_EVENTS = ("pull_request", "pull_request_target")
 
@@ -102,16 +104,24 @@ def github_forge(args: argparse.Namespace, recorded_commit: str | None) -> Forge
         return Nowhere(no_target_reason(args.target, event_name), commit)
     if not repository:
         raise ConfigError("no repository: set GITHUB_REPOSITORY or pass --repo owner/name")
+    api_url = args.api_url or env.get(env.GITHUB_API_URL) or DEFAULT_API_URL
     return GitHubForge(
         repository,
-        token=args.token or env.get(env.GITHUB_TOKEN),
+        token=github_token(args),
         target=target,
-        api_url=args.api_url or env.get(env.GITHUB_API_URL) or DEFAULT_API_URL,
+        api_url=check_api_url_has_no_credentials(api_url, setting=github.API_URL_SETTING.name),
         server_url=env.get(env.GITHUB_SERVER_URL) or DEFAULT_SERVER_URL,
         commit=commit,
         images_branch=args.images_branch,
         budget=TimeBudget(args.timeout),
     )
+
+
+def github_token(args: argparse.Namespace) -> str | None:
+    """--token, else GITHUB_TOKEN, checked now so that a malformed one fails before any work."""
+    if args.token:
+        return clean_optional_token(args.token, source="--token")
+    return clean_optional_token(env.get(env.GITHUB_TOKEN), source="GITHUB_TOKEN")
 
 
 def github_target(
@@ -150,8 +160,11 @@ def gitlab_forge(args: argparse.Namespace, commit: str | None) -> Forge:
             "GitLab merge-request pipeline variables incomplete: CI_MERGE_REQUEST_IID, CI_PROJECT_ID "
             "and CI_API_V4_URL must all be set (run in a merge-request pipeline)"
         )
-    personal = args.token or env.get(env.GITLAB_TOKEN)
-    token = personal or env.get(env.CI_JOB_TOKEN)
+    check_api_url_has_no_credentials(api_url, setting=gitlab.API_URL_SETTING.name)
+    personal = clean_optional_token(args.token, source="--token") or clean_optional_token(
+        env.get(env.GITLAB_TOKEN), source="GITLAB_TOKEN"
+    )
+    token = personal or clean_optional_token(env.get(env.CI_JOB_TOKEN), source="CI_JOB_TOKEN")
     return GitLabForge(
         api_url,
         project_id,
