@@ -1,37 +1,29 @@
-"""/predict latency and throughput: `cxml serve` against `mlflow models serve` on the same model, one run.
+"""/predict throughput and latency: `cxml serve` vs `mlflow models serve` vs a minimal FastAPI app.
 
-Claim (one run on this machine, 2026-11-25; re-run to check, figures move by ~10-20% between runs):
-  hardware: 2-core x86_64 VM, CPU only; Python 3.11.7, torch 2.14.1 (CUDA build, run on the CPU),
-  mlflow 3.17.2, uvicorn 0.54 with uvloop + httptools; model: the example small_cnn at 8x8 digits
-  (~0.09 M parameters, ~2.4 M MACs per image, MACs not FLOPs). Client: wrk, 1 thread, 4 keep-alive
-  connections, 10 s per case after a 3 s warm-up, on the same 2 cores. Both servers in their default
-  configuration (mlflow: 1 uvicorn worker; cxml: one worker per core, 1 torch thread each, batch norm
-  folded into the convolutions).
-    single image   mlflow models serve   1032 req/s   p50 3.5 ms   p99 51 ms
-                   cxml serve            2411 req/s   p50 1.3 ms   p99  9 ms   -> 2.34x req/s, lower p99
-    16 images      mlflow models serve    508 req/s   (8.1k img/s)   p99 151 ms
-                   cxml serve             439 req/s   (7.0k img/s)   p99  24 ms  -> 0.86x req/s
-  `--architecture resnet18 --input-size 3x32x32` (same machine and client, two runs):
-    single image   mlflow models serve  131 / 129 req/s   p50 29-30 ms   p99 98-99 ms
-                   cxml serve           260 / 259 req/s   p50 15 ms      p99 22-23 ms  -> 1.98x / 2.02x
-    16 images      mlflow models serve   17 / 15 req/s    (0.25k img/s)  p99 449-470 ms
-                   cxml serve           100 / 104 req/s   (1.6k img/s)   p99 54-55 ms  -> 6.0x / 6.7x
-  (Figures printed here before 2026-11-25 under that name were small_cnn: the script then ignored
-  --architecture.) Single-image ResNet-18 sits right at the 2x goal, with a p99 4x lower.
-  The serving goal (>= 2x mlflow's single-image req/s at no worse p99) is met for single images. For
-  16-image batches of small_cnn, cxml decodes 16 PNG files per request while mlflow gets ready
-  tensors, and is ~14% behind in throughput (with a far lower p99).
+One run, the three servers alternated round by round on the same model, client and cores; for each
+batch size (images per request) and number of concurrent clients it prints req/s, img/s and p99
+per server, and the ratios cxml/mlflow and cxml/minimal as the median with their range over rounds.
+For each server it also reports start-to-healthy time, idle RSS and PSS of its whole process tree
+(PSS counts pages shared between processes once), and the CPU split between its processes under
+single-image load.
 
-What each server gets is what its clients naturally send: cxml takes the PNG file (multipart upload)
-and decodes, resizes and normalises it itself; mlflow takes the already normalised float tensor as
-JSON (`{"inputs": ...}`). The model is logged for mlflow with `serialization_format="pickle"` of a
-TorchScript module, so it accepts any batch size (pt2 with a batch-1 example would fix the batch at 1).
+Claim: none recorded from this version yet. The figures in benchmarks/README.md under "serve_latency
+(issue 17)" are a smoke run on a loaded, shared 2-core machine and only show that the script works.
+The targets (issue 17): ResNet-18 at 32x32, single-image clients at 4-16 concurrency: >= 3x mlflow's
+req/s and >= 1.5x the minimal app's at no worse p99; 16-image batches >= 1.5x the minimal app's
+img/s; idle PSS <= mlflow's.
 
-    .venv/bin/python benchmarks/serve_latency.py [--seconds 10] [--connections 4] [--architecture resnet18]
-        [--input-size 3x32x32]
-    (a smoke run, ~35 s on 2 cores: --seconds 1 --connections 1 --client python --architecture
-    resnet18 --input-size 3x16x16)
-    (wrk from `apt-get install wrk` is the default client; `--client python` uses httpx threads instead)
+What each server gets is what its clients naturally send: cxml and the minimal app take PNG files
+(multipart upload) and decode them; mlflow takes the already normalised float tensor as JSON
+(`{"inputs": ...}`), logged as pickled TorchScript so it accepts any batch size. The minimal app is
+benchmarks/minimal_fastapi.py (uvicorn, 2 workers, eager torch, one torch thread each).
+
+    .venv/bin/python benchmarks/serve_latency.py --architecture resnet18 --input-size 3x32x32
+        [--rounds 3] [--seconds 10] [--batches 1,4,16,64] [--clients 1,4,16] [--client wrk|python]
+    (a smoke run, a few minutes on 2 cores: --rounds 1 --seconds 1 --warmup 0.5 --batches 1,16
+    --clients 1,4 --client python --architecture resnet18 --input-size 3x16x16)
+    (wrk from `apt-get install wrk` is the default client when found; `--client python` uses httpx
+    threads, which take CPU from the servers on a small machine)
 """
 
 from __future__ import annotations
@@ -42,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,12 +176,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def load(
-    name: str, url: str, batch: int, make_request: Any, seconds: float, threads: int
+    name: str,
+    url: str,
+    batch: int,
+    make_request: Any,
+    seconds: float,
+    threads: int,
+    warmup_s: float = 1.0,
 ) -> Result:
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
-    stop_at = time.monotonic() + seconds + 1.0  # one second of warm-up, not counted
-    counting_from = time.monotonic() + 1.0
+    stop_at = time.monotonic() + seconds + warmup_s  # the warm-up is not counted
+    counting_from = time.monotonic() + warmup_s
 
     def worker(index: int) -> None:
         with httpx.Client(timeout=30) as client:
@@ -302,11 +301,97 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return channels, height, width
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """One contender: how to start it, where its health check and /predict are, what it is sent."""
+
+    name: str
+    argv: Any  # (port) -> argv
+    health_path: str
+    predict_path: str
+    body: Any  # (batch) -> (body, content type)
+
+
+@dataclass
+class Footprint:
+    up_s: float
+    rss_mb: float
+    pss_mb: float
+    processes: int
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (from /proc, Linux only)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """Summed RSS and PSS in MB (smaps_rollup)."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+def cpu_ticks(pids: list[int]) -> dict[int, int]:
+    ticks = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+def cpu_split(before: dict[int, int], after: dict[int, int]) -> list[float]:
+    """Each busy process's share of the tree's CPU time between two readings, largest first."""
+    used = [after[pid] - before.get(pid, 0) for pid in after]
+    total = sum(used)
+    return (
+        sorted((u / total for u in used if u / max(total, 1) >= 0.02), reverse=True)
+        if total
+        else []
+    )
+
+
+def parse_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, servers alternated (3)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per case (10)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds per case (1)")
+    parser.add_argument("--batches", default="1,4,16,64", help="images per request (1,4,16,64)")
     parser.add_argument(
-        "--connections", type=int, default=4, help="concurrent client connections (default 4)"
+        "--clients", "--connections", default="1,4,16", help="concurrent clients (1,4,16)"
     )
     parser.add_argument(
         "--client",
@@ -318,24 +403,27 @@ def main() -> int:
         "--model", help="a cxml model file (default: the example architecture, untrained)"
     )
     parser.add_argument(
-        "--architecture",
-        default="small_cnn",
-        help="without --model: small_cnn (default), resnet18 ...",
+        "--architecture", default="small_cnn", help="without --model: small_cnn (default), resnet18"
     )
     parser.add_argument(
         "--input-size",
         default="1x8x8",
         help="without --model: CxHxW of the example model's input (default 1x8x8, digits)",
     )
+    parser.add_argument(
+        "--servers", default="cxml,mlflow,minimal", help="which to run (cxml,mlflow,minimal)"
+    )
+    parser.add_argument("--cxml-args", default="", help="extra `cxml serve` options, quoted")
     args = parser.parse_args()
+    batches, client_counts = parse_list(args.batches), parse_list(args.clients)
+
+    import shlex
 
     import mlflow
     import torch
 
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(REPO / "src"))
-    env["PATH"] = (
-        f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow runs `uvicorn`
-    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     with tempfile.TemporaryDirectory(prefix="cxml-bench-") as workdir:
         work = Path(workdir)
         model_file = (
@@ -343,90 +431,170 @@ def main() -> int:
             if args.model
             else example_model(work / "model.pt", args.architecture, parse_size(args.input_size))
         )
-        mlflow_model(model_file, work / "mlflow-model")
+        env["CXML_BENCH_MODEL"] = str(model_file)
         from cxml.ml import models
 
         _, metadata = models.read_model_file(model_file)
         input_size = metadata.input_size
         print(f"model: {metadata.architecture}, input {'x'.join(map(str, input_size))}", flush=True)
+        all_specs = {
+            "cxml": ServerSpec(
+                "cxml serve",
+                lambda port: [
+                    sys.executable,
+                    "-m",
+                    "cxml.serve",
+                    "--model",
+                    str(model_file),
+                    "--port",
+                    str(port),
+                    *shlex.split(args.cxml_args),
+                ],
+                "/healthz",
+                "/predict",
+                lambda batch: multipart_body(png_images(batch, input_size)),
+            ),
+            "mlflow": ServerSpec(
+                "mlflow models serve",
+                lambda port: [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    str(work / "mlflow-model"),
+                    "--env-manager",
+                    "local",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                "/health",
+                "/invocations",
+                lambda batch: (
+                    mlflow_body(batch, input_size, metadata.mean, metadata.std),
+                    "application/json",
+                ),
+            ),
+            "minimal": ServerSpec(
+                "minimal FastAPI",
+                lambda port: [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "minimal_fastapi:app",
+                    "--app-dir",
+                    str(REPO / "benchmarks"),
+                    "--workers",
+                    "2",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                "/health",
+                "/predict",
+                lambda batch: multipart_body(png_images(batch, input_size)),
+            ),
+        }
+        specs = [all_specs[name] for name in args.servers.split(",")]
+        if any(spec.name.startswith("mlflow") for spec in specs):
+            mlflow_model(model_file, work / "mlflow-model")
 
-        def measure(name: str, url: str, batch: int, body: bytes, content_type: str) -> Result:
+        def measure(spec: ServerSpec, url: str, batch: int, clients: int) -> Result:
+            body, content_type = spec.body(batch)
             if args.client == "wrk":
                 return load_with_wrk(
-                    name, url, batch, body, content_type, args.seconds, args.connections, work
+                    spec.name, url, batch, body, content_type, args.seconds, clients, work
                 )
 
             def send(client: httpx.Client, target: str) -> httpx.Response:
                 return client.post(target, content=body, headers={"content-type": content_type})
 
-            return load(name, url, batch, send, args.seconds, args.connections)
+            return load(spec.name, url, batch, send, args.seconds, clients, args.warmup)
 
-        results: list[Result] = []
-        mlflow_port, cxml_port = free_port(), free_port()
-        mlflow_process = start(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(work / "mlflow-model"),
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port)],
-            work / "mlflow.log", env,
-        )  # fmt: skip
-        try:
-            up = wait_ready(
-                f"http://127.0.0.1:{mlflow_port}/health", mlflow_process, work / "mlflow.log"
-            )
-            print(f"mlflow models serve ready in {up:.1f} s", flush=True)
-            time.sleep(3)  # let every worker finish starting
-            for batch in (1, 16):
-                url = f"http://127.0.0.1:{mlflow_port}/invocations"
-                results.append(
-                    measure(
-                        "mlflow models serve",
-                        url,
-                        batch,
-                        mlflow_body(batch, input_size, metadata.mean, metadata.std),
-                        "application/json",
+        results: dict[tuple[str, int, int], list[Result]] = {}
+        footprints: dict[str, list[Footprint]] = {}
+        splits: dict[str, list[list[float]]] = {}
+        for round_index in range(args.rounds):
+            order = specs[round_index % len(specs) :] + specs[: round_index % len(specs)]
+            for spec in order:
+                port = free_port()
+                log = work / f"{spec.name.split()[0]}-{round_index}.log"
+                began = time.monotonic()
+                process = start(spec.argv(port), log, env)
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}{spec.health_path}", process, log)
+                    up = time.monotonic() - began
+                    time.sleep(2)  # every worker started and idle
+                    rss, pss = memory_mb(process_tree(process.pid))
+                    footprint = Footprint(up, rss, pss, len(process_tree(process.pid)))
+                    footprints.setdefault(spec.name, []).append(footprint)
+                    print(
+                        f"round {round_index + 1} {spec.name}: healthy in {up:.1f} s, idle RSS "
+                        f"{rss:.0f} MB, PSS {pss:.0f} MB ({footprint.processes} processes)",
+                        flush=True,
                     )
-                )
-                print(results[-1].line(), flush=True)
-        finally:
-            stop(mlflow_process)
-        cxml_process = start(
-            [sys.executable, "-m", "cxml.serve", "--model", str(model_file), "--port", str(cxml_port)],
-            work / "cxml.log", env,
-        )  # fmt: skip
-        try:
-            up = wait_ready(
-                f"http://127.0.0.1:{cxml_port}/healthz", cxml_process, work / "cxml.log"
-            )
-            print(f"cxml serve ready in {up:.1f} s", flush=True)
-            time.sleep(3)  # let every worker finish starting
-            for batch in (1, 16):
-                url = f"http://127.0.0.1:{cxml_port}/predict"
-                body, content_type = multipart_body(png_images(batch, input_size))
-                results.append(measure("cxml serve", url, batch, body, content_type))
-                print(results[-1].line(), flush=True)
-        finally:
-            stop(cxml_process)
+                    url = f"http://127.0.0.1:{port}{spec.predict_path}"
+                    for batch in batches:
+                        for clients in client_counts:
+                            before = cpu_ticks(process_tree(process.pid))
+                            result = measure(spec, url, batch, clients)
+                            if batch == 1 and clients == max(client_counts):
+                                after = cpu_ticks(process_tree(process.pid))
+                                splits.setdefault(spec.name, []).append(cpu_split(before, after))
+                            results.setdefault((spec.name, batch, clients), []).append(result)
+                            print(f"  clients {clients:>2}  {result.line()}", flush=True)
+                finally:
+                    stop(process)
 
     print()
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, "
-        f"mlflow {mlflow.__version__}; client {args.client}, {args.connections} connections, "
-        f"{args.seconds:g} s per case, one run"
+        f"torch {torch.__version__}, mlflow {mlflow.__version__}; client {args.client}; "
+        f"{args.rounds} round(s), {args.seconds:g} s per case; model {metadata.architecture} "
+        f"{'x'.join(map(str, input_size))}"
     )
-    for result in results:
-        print(result.line())
-    mlflow_single, mlflow_batch, cxml_single, cxml_batch = results
-    print(
-        f"ratio cxml/mlflow: single image {cxml_single.rps / mlflow_single.rps:.2f}x req/s "
-        f"(p99 {cxml_single.percentile(0.99):.1f} vs {mlflow_single.percentile(0.99):.1f} ms); "
-        f"16 images {cxml_batch.rps / mlflow_batch.rps:.2f}x"
-    )
-    goal = cxml_single.rps >= 2 * mlflow_single.rps and cxml_single.percentile(
-        0.99
-    ) <= mlflow_single.percentile(0.99)
-    print(
-        f"serving goal (>= 2x single-image req/s at no worse p99): {'met' if goal else 'NOT met'}"
-    )
+    print("median over rounds (req/s, img/s, p99):")
+    for batch in batches:
+        for clients in client_counts:
+            cells = []
+            for spec in specs:
+                runs = results[(spec.name, batch, clients)]
+                rps = statistics.median(r.rps for r in runs)
+                p99 = statistics.median(r.percentile(0.99) for r in runs)
+                cells.append(
+                    f"{spec.name} {rps:7.1f} req/s {rps * batch:8.1f} img/s p99 {p99:6.1f} ms"
+                )
+            print(f"batch {batch:>2} clients {clients:>2}: " + " | ".join(cells))
+    cxml = all_specs["cxml"].name
+    if cxml in {spec.name for spec in specs}:
+        print("ratios cxml/other, req/s: median (range over rounds)")
+        for batch in batches:
+            for clients in client_counts:
+                ratios = []
+                for spec in specs:
+                    if spec.name == cxml:
+                        continue
+                    pairs = zip(
+                        results[(cxml, batch, clients)],
+                        results[(spec.name, batch, clients)],
+                        strict=True,
+                    )
+                    ratios.append(f"vs {spec.name} {spread([a.rps / b.rps for a, b in pairs])}")
+                print(f"batch {batch:>2} clients {clients:>2}: " + ", ".join(ratios))
+    for spec in specs:
+        runs = footprints[spec.name]
+        print(
+            f"{spec.name}: start to healthy {statistics.median(f.up_s for f in runs):.1f} s, idle "
+            f"RSS {statistics.median(f.rss_mb for f in runs):.0f} MB, PSS "
+            f"{statistics.median(f.pss_mb for f in runs):.0f} MB; CPU split under single-image "
+            f"load: {[[round(share, 2) for share in split] for split in splits.get(spec.name, [])]}"
+        )
     return 0
 
 

@@ -138,3 +138,45 @@ def test_a_bare_ref_is_a_git_baseline(trained: Path) -> None:
     result = run_cxml("gate", "--baseline", "main", "--gate", "accuracy >= baseline", cwd=trained)
     assert result.returncode == 0, result.stderr
     assert json.loads((trained / "gate.json").read_text())["baseline"]["source"] == "git:main"
+
+
+def test_gate_json_records_the_model_it_judged(trained: Path) -> None:
+    """evaluate binds its verdict to the model file's bytes and run, for redeploy to check."""
+    import hashlib
+
+    gate = json.loads((trained / "gate.json").read_text())
+    run = json.loads((trained / "run.json").read_text())
+    model_bytes = (trained / "model/model.pt").read_bytes()
+    assert gate["model"] == {
+        "path": "model/model.pt",
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "run_id": run["run_id"],
+    }
+    assert run["run_id"]
+
+    from cxml.records.gate import read_gate
+
+    read = read_gate(trained / "gate.json")
+    assert read.model_sha256 == hashlib.sha256(model_bytes).hexdigest()
+    assert read.model_run_id == run["run_id"] and read.model_path == "model/model.pt"
+
+
+def test_cxml_gate_records_a_missing_model_as_null(trained: Path) -> None:
+    (trained / "model/model.pt").unlink()
+    result = run_cxml("gate", "--baseline", "none", "--gate", "accuracy >= 0.5", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    model = json.loads((trained / "gate.json").read_text())["model"]
+    assert model["path"] == "model/model.pt" and model["sha256"] is None
+
+
+def test_require_baseline_fails_before_evaluating(trained: Path) -> None:
+    (trained / "metrics/eval.json").unlink()
+    (trained / "params.yaml").write_text(
+        "train:\n  epochs: 4\n  batch_size: 128\nevaluate:\n  require_baseline: true\n"
+    )
+    result = run_cxml("evaluate", "--baseline", "auto", cwd=trained)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no baseline"), result.stderr
+    assert "evaluate.require_baseline: false" in lines[0]
+    assert not (trained / "metrics/eval.json").exists()

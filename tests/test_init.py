@@ -32,7 +32,7 @@ def test_init_writes_params_dvc_workflows_and_ignores(
     git(tmp_path, "init", "--quiet")
     assert init.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("params.yaml", "deploy.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
         assert (tmp_path / name).is_file(), name
     workflows = sorted(p.name for p in (tmp_path / ".github" / "workflows").iterdir())
     assert workflows == ["cxml-main.yml", "cxml-pr-comment.yml", "cxml-pull-request.yml"]
@@ -74,6 +74,25 @@ def test_init_is_idempotent_and_never_overwrites_without_force(tmp_path: Path) -
     forced = run_init(tmp_path, "--no-dvc", "--force")
     assert "overwrote params.yaml" in forced.stdout
     assert params.read_text(encoding="utf-8") == init.template_text("params.yaml")
+
+
+def test_init_writes_a_deploy_yaml_that_loads_and_keeps_an_edited_one(tmp_path: Path) -> None:
+    from cxml.deploy.config import load_deploy_config
+
+    assert init.main([str(tmp_path), "--no-dvc", "--workflows", "none"]) == 0
+    deploy_yaml = tmp_path / "deploy.yaml"
+    assert deploy_yaml.read_text(encoding="utf-8") == init.template_text("deploy.yaml")
+    config = load_deploy_config(deploy_yaml)
+    assert {"staging", "production"} <= set(config.environments)
+    assert config.environment("production").host_settings().proxy_config is not None
+
+    deploy_yaml.write_text("# ours\n", encoding="utf-8")
+    kept = run_init(tmp_path, "--no-dvc", "--workflows", "none")
+    assert "kept      deploy.yaml (it exists and differs; --force overwrites it)" in kept.stdout
+    assert deploy_yaml.read_text(encoding="utf-8") == "# ours\n"
+    forced = run_init(tmp_path, "--no-dvc", "--workflows", "none", "--force")
+    assert "overwrote deploy.yaml" in forced.stdout
+    assert deploy_yaml.read_text(encoding="utf-8") == init.template_text("deploy.yaml")
 
 
 def test_ignore_files_are_merged_not_replaced(tmp_path: Path) -> None:
@@ -216,3 +235,11 @@ def test_written_workflows_pass_actionlint_with_the_written_config(tmp_path: Pat
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_init_outside_a_git_repository_stops_before_writing_anything(tmp_path: Path) -> None:
+    result = run_init(tmp_path / "project")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not inside a git repository" in result.stderr and "git init" in result.stderr
+    assert "--no-dvc" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "project" / "params.yaml").exists()

@@ -22,6 +22,7 @@ STEPS = {
     "cxml.report.step",
     "cxml.serve.step",
     "cxml.repro",
+    "cxml.host",
 }
 """Modules whose main() is a step; only the front doors (cli, run, __main__) import them."""
 

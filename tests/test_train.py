@@ -249,3 +249,34 @@ def test_compile_caches_artifacts_in_a_persistent_place(workdir: Path) -> None:
     cached = [p for p in (cache / "inductor").rglob("*") if p.is_file()]
     assert cached, "torch.compile wrote nothing to CXML_CACHE_DIR"
     assert json.loads((workdir / "metrics/train.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("evaluate", "message"),
+    [
+        (
+            "  gate: ['acuracy >= 0.9']\n",
+            "error: params.yaml: evaluate.gate: gate rule 'acuracy >= 0.9': unknown metric 'acuracy'",
+        ),
+        (
+            "  gate: ['accuracy >= baseline -']\n",
+            "error: params.yaml: evaluate.gate: gate rule 'accuracy >= baseline -'",
+        ),
+        ("  baseline: 'git:'\n", "error: params.yaml: evaluate.baseline: git: needs a ref"),
+    ],
+)
+def test_gate_settings_are_checked_before_training(
+    workdir: Path, evaluate: str, message: str
+) -> None:
+    """A typo in a gate rule fails `cxml train` at once, not `cxml evaluate` after training."""
+    import time
+
+    write_params(workdir, FAST_PARAMS + "evaluate:\n" + evaluate)
+    started = time.monotonic()
+    result = run_cxml("train", cwd=workdir, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 30  # the interpreter's start, not an epoch
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not any(line.startswith("epoch ") for line in result.stdout.splitlines())
+    assert_no_outputs(workdir)

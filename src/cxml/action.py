@@ -108,6 +108,8 @@ STEPS: dict[str, ActionStep] = {
     "redeploy": ActionStep(
         "cxml.redeploy",
         (
+            Input("environment", "--env"),
+            Input("config", "--config"),
             Input("host", "--host"),
             Input("user", "--user"),
             Input("port", "--port"),

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cxml.redeploy",
         "upload a gated release over SSH and swap the serving host to it",
     ),
+    "host": ("cxml.host", "set up an environment's serving hosts over SSH (cxml host setup)"),
     "init": ("cxml.init", "write params.yaml, dvc.yaml and workflow templates into a repository"),
 }
 

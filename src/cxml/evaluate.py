@@ -12,13 +12,13 @@ from cxml.core import console, files
 from cxml.core.config import EvaluateConfig, OutputsConfig, Params, load_params, validate_ranges
 from cxml.gate.decide import (
     add_gate_arguments,
+    check_gate_settings,
     find_baseline,
     gate_exit_code,
     gate_rule_texts,
     publish_gate,
     run_gate,
 )
-from cxml.records.gate import GateResult
 from cxml.records.metrics import write_metrics
 
 if TYPE_CHECKING:
@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate_ranges(params)
     params.outputs.check_writable()
     rule_texts = gate_rule_texts(args, params)  # a typo in a rule fails before minutes of work
+    check_gate_settings(params, rule_texts, args.baseline)
+    model_path = args.model or params.outputs.model
+    baseline = find_baseline(args.baseline, params)  # a required, missing one: before the work
+    console.info(f"baseline: {baseline.description}")
 
     import torch
 
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cxml.ml.models import load_model_file
 
     device = choose_device(args.device or params.train.device)
-    model, metadata = load_model_file(args.model or params.outputs.model, device=str(device))
+    model, metadata = load_model_file(model_path, device=str(device))
     data = load_dataset(params.data)
     check_data_matches(metadata, data.content_hash, data.class_names)
     torch.manual_seed(params.train.seed)
@@ -71,7 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_tracking(params, metrics)
     console.info(summary_line(metrics))
 
-    gate = decide_gate(params, rule_texts, metrics, args.baseline)
+    gate = run_gate(
+        rule_texts,
+        metrics,
+        baseline,
+        params.outputs.gate,
+        model_path=model_path,
+        run_info=params.outputs.run_info,
+    )
     publish_gate(gate, params.outputs.gate)
     return gate_exit_code(gate, no_fail=args.no_fail)
 
@@ -234,14 +245,6 @@ def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
         console.warn(
             f"MLflow: logging evaluation metrics failed ({str(exc).splitlines()[0]}); the files are written"
         )
-
-
-def decide_gate(
-    params: Params, rule_texts: Sequence[str], metrics: dict[str, Any], baseline_spec: str | None
-) -> GateResult:
-    baseline = find_baseline(baseline_spec, params)
-    console.info(f"baseline: {baseline.description}")
-    return run_gate(rule_texts, metrics, baseline, params.outputs.gate)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`cxml init [DIR]`: write params.yaml, dvc.yaml, workflow templates and ignore entries into a repository."""
+"""`cxml init [DIR]`: write params.yaml, deploy.yaml, dvc.yaml, workflow templates and ignore entries into a repository."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from cxml.core import console, files
+from cxml.core import console, files, git
 from cxml.core.errors import ConfigError
 
 # `--workflows` name -> template file (under cxml/templates/workflows, copied from the
@@ -61,7 +61,7 @@ class Outcome:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="cxml init",
-        description="Write params.yaml, dvc.yaml, GitHub workflows and ignore entries into a "
+        description="Write params.yaml, deploy.yaml, dvc.yaml, GitHub workflows and ignore entries into a "
         "repository. Safe to re-run: existing files are kept unless --force.",
     )
     parser.add_argument("directory", nargs="?", default=".", help="repository root (default: .)")
@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workflows = parse_workflows(args.workflows)
     repo, ref = parse_actions(args.actions)
     use_dvc = not args.no_dvc
+    if use_dvc:
+        require_git_repository(root)
     planned = plan_files(workflows, repo=repo, ref=ref, use_dvc=use_dvc)
     root.mkdir(parents=True, exist_ok=True)
     for outcome in apply_plan(root, planned, force=args.force):
@@ -144,7 +146,10 @@ def workflow_text(file_name: str, *, repo: str, ref: str) -> str:
 def plan_files(
     workflows: Sequence[str], *, repo: str, ref: str, use_dvc: bool
 ) -> list[PlannedFile]:
-    planned = [PlannedFile("params.yaml", template_text("params.yaml"), "replace")]
+    planned = [
+        PlannedFile("params.yaml", template_text("params.yaml"), "replace"),
+        PlannedFile("deploy.yaml", template_text("deploy.yaml"), "replace"),
+    ]
     ignore = list(GITIGNORE_LINES)
     if use_dvc:
         planned.append(PlannedFile("dvc.yaml", template_text("dvc-pipeline.yaml"), "replace"))
@@ -216,6 +221,18 @@ def describe(outcome: Outcome) -> str:
     return f"{outcome.action:9} {outcome.path}{detail}"
 
 
+def require_git_repository(root: Path) -> None:
+    """DVC needs git: say so before anything is written, not after (`dvc init` would fail)."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if git.git_toplevel(existing) is None:
+        raise ConfigError(
+            f"{root}: not inside a git repository, and DVC needs one; run `git init` there first "
+            "(or pass --no-dvc to set up without DVC)"
+        )
+
+
 def ensure_dvc_repository(root: Path) -> None:
     """`dvc init` where there is no .dvc yet; without DVC installed, say how."""
     if (root / ".dvc").is_dir():
@@ -231,14 +248,14 @@ def ensure_dvc_repository(root: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
     if result.returncode != 0:
         reason = (result.stderr or result.stdout).strip().splitlines()
-        console.warn(
-            f"`dvc init` failed ({reason[-1] if reason else f'exit {result.returncode}'}); "
-            "run `git init` and `dvc init` there"
+        raise ConfigError(
+            f"`dvc init` failed in {root} ({reason[-1] if reason else f'exit {result.returncode}'}); "
+            "fix that and run `dvc init` there (the other files are written)"
         )
-        return
     console.info("ran       dvc init")
 
 
@@ -263,9 +280,10 @@ def next_steps(workflows: Sequence[str], *, use_dvc: bool) -> str:
         )
     if {"main", "schedule"} & set(workflows):
         steps.append(
-            "deploys: a self-hosted runner with the label `deploy`, a GitHub environment `production` "
-            "(add required reviewers to approve deploys) with the secret DEPLOY_KEY (private SSH key) "
-            "and the variables DEPLOY_HOST, DEPLOY_USER, DEPLOY_KNOWN_HOSTS (`ssh-keyscan HOST`), DEPLOY_URL"
+            "deploys: list the hosts of each environment and their proxy in deploy.yaml; a "
+            "self-hosted runner with the label `deploy`, a GitHub environment `production` (add "
+            "required reviewers to approve deploys) with the secret DEPLOY_KEY (private SSH key) "
+            "and the variable DEPLOY_KNOWN_HOSTS (`ssh-keyscan -p PORT HOST` for every host)"
         )
     if "pull-request" in workflows:
         steps.append(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cxml import __version__
 from cxml.core import console, files, ghactions
 from cxml.core.config import OutputsConfig, Params, load_params, validate_ranges
+from cxml.gate.decide import check_gate_settings
 from cxml.ml.checkpoint import EpochStats
 from cxml.ml.device import choose_device, configure_torch, describe_device, use_compile_cache
 from cxml.ml.distributed import DistContext
@@ -46,14 +47,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = apply_overrides(load_params(args.params), args)
     validate_ranges(params)
+    check_gate_settings(params)  # a typo in a gate rule fails now, not after training
     params.outputs.check_writable()
+    tracked = tracking_available(params, args)
     use_compile_cache(params.train)
     with hold_training_lock(params.outputs):
-        train(params, args)
+        train(params, args, tracked=tracked)
     return 0
 
 
-def train(params: Params, args: argparse.Namespace) -> None:
+def tracking_available(params: Params, args: argparse.Namespace) -> bool:
+    """Whether to log to MLflow; an unreachable server fails in seconds, not after minutes of
+    retries (TrackingError), unless `tracking.required: false` makes tracking optional."""
+    from cxml.core.errors import TrackingError
+    from cxml.core.redact import redact_uri
+    from cxml.tracking.client import resolve_tracking_uri, unreachable_reason
+
+    cfg = params.tracking
+    if args.no_tracking or not cfg.enabled:
+        return False
+    uri = resolve_tracking_uri(cfg.uri)
+    reason = unreachable_reason(uri)
+    if reason is None:
+        return True
+    problem = f"MLflow tracking server {redact_uri(uri)} is not reachable ({reason})"
+    if cfg.required:
+        raise TrackingError(
+            f"{problem}; start it or fix MLFLOW_TRACKING_URI (or tracking.uri), or set "
+            "tracking.required: false in params.yaml to train without tracking"
+        )
+    console.warn(f"{problem}; tracking.required is false, so training goes on without tracking")
+    return False
+
+
+def train(params: Params, args: argparse.Namespace, *, tracked: bool) -> None:
     """Load the data, fit, and (on the main process) log the run and write the outputs."""
     from cxml.ml.data import load_dataset
     from cxml.ml.distributed import shutdown
@@ -65,8 +92,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
         data = load_dataset(params.data)
         describe_run(data, device, ctx)
         metadata = build_metadata(params, data)
-        tracking = not args.no_tracking and params.tracking.enabled and ctx.is_main
-        run_logger = RunLogger(params, enabled=tracking)
+        run_logger = RunLogger(params, enabled=tracked and ctx.is_main)
         result = fit(
             params,
             data,

@@ -147,13 +147,15 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
     (
         "redeploy",
         {
+            "CXML_REDEPLOY_ENVIRONMENT": "",
+            "CXML_REDEPLOY_CONFIG": "deploy.yaml",
             "CXML_REDEPLOY_HOST": "deploy.example.com",
-            "CXML_REDEPLOY_PORT": "22",
-            "CXML_REDEPLOY_MODE": "docker",
+            "CXML_REDEPLOY_PORT": "",
+            "CXML_REDEPLOY_MODE": "",
             "CXML_REDEPLOY_MODEL_PATH": "model/model.pt",
             "CXML_REDEPLOY_RUN_INFO": "run.json",
             "CXML_REDEPLOY_GATE_FILE": "gate.json",
-            "CXML_REDEPLOY_KEEP": "5",
+            "CXML_REDEPLOY_KEEP": "",
             "CXML_REDEPLOY_ACCEPT_NEW_HOST_KEY": "false",
             "CXML_REDEPLOY_FORCE": "false",
             "CXML_REDEPLOY_ROLLBACK": "false",
@@ -162,18 +164,29 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "CXML_REDEPLOY_ROOT": "",
         },
         [
+            "--config=deploy.yaml",
             "--host=deploy.example.com",
-            "--port=22",
-            "--mode=docker",
             "--model=model/model.pt",
             "--run-info=run.json",
             "--gate=gate.json",
-            "--keep=5",
         ],
+    ),
+    # redeploy by environment: host settings left empty so deploy.yaml's apply
+    (
+        "redeploy",
+        {
+            "CXML_REDEPLOY_ENVIRONMENT": "production",
+            "CXML_REDEPLOY_CONFIG": "ops/deploy.yaml",
+            "CXML_REDEPLOY_PORT": "",
+            "CXML_REDEPLOY_KEEP": "",
+        },
+        ["--env=production", "--config=ops/deploy.yaml"],
     ),
     (
         "redeploy",
         {
+            "CXML_REDEPLOY_ENVIRONMENT": "production",
+            "CXML_REDEPLOY_CONFIG": "ops/deploy.yaml",
             "CXML_REDEPLOY_HOST": "10.0.0.5",
             "CXML_REDEPLOY_USER": "deploy",
             "CXML_REDEPLOY_PORT": "2222",
@@ -195,6 +208,8 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "CXML_REDEPLOY_DRY_RUN": "true",
         },
         [
+            "--env=production",
+            "--config=ops/deploy.yaml",
             "--host=10.0.0.5",
             "--user=deploy",
             "--port=2222",

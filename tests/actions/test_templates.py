@@ -193,6 +193,13 @@ def test_main_template_deploys_only_a_passing_gate_one_at_a_time() -> None:
     assert workflow["concurrency"]["cancel-in-progress"] is False
     train = next(s for s in model["steps"] if s.get("id") == "train")
     assert train["with"]["dvc-push"] == "true"
+    redeploy = next(s for s in deploy["steps"] if s.get("id") == "redeploy")
+    assert redeploy["with"]["environment"] == "production"  # hosts and proxy from deploy.yaml
+    assert "host" not in redeploy["with"] and "public-url" not in redeploy["with"]
+    checkout = deploy["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and "deploy.yaml" in str(
+        checkout["with"]["sparse-checkout"]
+    )
 
 
 def test_schedule_template_has_cron_and_manual_inputs() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cxml.core.errors import DeployError, RecordError
 from cxml.records import release
+from cxml.records.release import ServingConfig
 from tests.support.deploy import make_model_file
 
 
@@ -27,6 +30,20 @@ def release_info(model: Path, version: str = "3") -> release.ReleaseInfo:
         model_metadata=release.read_model_metadata(model),
         metrics={"accuracy": 0.97},
         gate_decision="pass",
+    )
+
+
+def info_for(digest: str, version: str = "2") -> release.ReleaseInfo:
+    return release.ReleaseInfo(
+        release=release.release_name(version, digest),
+        model_version=version,
+        model_name=None,
+        run_id=None,
+        tracking_uri=None,
+        git_commit=None,
+        created_at="2026-11-25T11:00:00Z",
+        model_sha256=digest,
+        model_metadata={},
     )
 
 
@@ -100,14 +117,65 @@ def test_manifest_round_trip() -> None:
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        ("3", "3-0123456789ab"),
-        ("v1.2", "v1.2-0123456789ab"),
-        ("a/b c", "a_b_c-0123456789ab"),
-        ("..", "local-0123456789ab"),
+        ("3", "3-"),
+        ("v1.2", "v1.2-"),
+        ("a/b c", "a_b_c-"),
+        ("..", "local-"),
     ],
 )
 def test_release_names_are_safe_directory_names(version: str, expected: str) -> None:
-    assert release.release_name(version, "0123456789abcdef" * 4) == expected
+    digest = "0123456789abcdef" * 4
+    name = release.release_name(version, digest)
+    assert name == expected + release.release_identity(version, digest)[:12]
+    assert release.is_release_name(name)
+
+
+def test_the_same_content_gives_the_same_release_whenever_it_is_built() -> None:
+    digest = "ab" * 32
+    first = replace(info_for(digest), created_at="2026-11-25T11:00:00Z", run_id="run1")
+    again = replace(
+        info_for(digest), created_at="2027-01-01T00:00:00Z", run_id="run9", forced_reason="x"
+    )
+    assert first.identity == again.identity
+    assert release.release_name("2", digest) == release.release_name("2", digest, ServingConfig())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model_sha256": "cd" * 32},
+        {"model_version": "3"},
+        {"serving": ServingConfig(max_batch=8)},
+        {"serving": ServingConfig(resize=False)},
+        {"serving": ServingConfig(max_request_bytes=1024)},
+    ],
+)
+def test_a_change_in_what_is_served_gives_a_new_release(change: dict[str, Any]) -> None:
+    base = {"model_version": "2", "model_sha256": "ab" * 32, "serving": ServingConfig()}
+    changed = {**base, **change}
+    assert release.release_identity(**base) != release.release_identity(**changed)
+    assert release.release_name(**base) != release.release_name(**changed)
+
+
+def test_bundles_built_twice_from_one_model_are_the_same_release(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    digest = release.sha256_file(model)
+    built = [
+        release.save_bundle(
+            tmp_path / f"b{n}",
+            model,
+            replace(info_for(digest), created_at=f"2026-11-2{n}T00:00:00Z"),
+        )
+        for n in (1, 2)
+    ]
+    manifests = [(b.directory / release.MANIFEST_FILE_NAME).read_bytes() for b in built]
+    assert manifests[0] != manifests[1]  # release.json records when each was built
+    assert release.same_bundle(built[0].directory, built[1].directory)
+    other = release.save_bundle(
+        tmp_path / "b3", model, replace(info_for(digest), serving=ServingConfig(max_batch=1))
+    )
+    assert not release.same_bundle(built[0].directory, other.directory)
 
 
 def test_metadata_without_torch_matches_torch(model_file: Path) -> None:

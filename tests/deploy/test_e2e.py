@@ -360,8 +360,6 @@ def test_a_proxy_config_that_nginx_rejects_rolls_back_before_the_old_release_sto
     assert broken != config
     nginx_proxy.config.write_text(broken)
     argv = redeploy_argv(ssh_server, nginx_proxy, deploy_root)
-    public = argv.index("--public-url")
-    del argv[public : public + 2]  # nothing would notice the stale proxy through a public URL
     result = subprocess.run(
         argv,
         cwd=write_workspace(tmp_path / "v2", "2"),
@@ -409,3 +407,134 @@ def test_a_dash_version_and_dash_serve_args_survive_the_trip_through_ssh(
     assert predict(png_bytes()) == 200
     assert predict(png_bytes(size=(16, 16))) == 422  # --no-resize reached `cxml serve`
     assert predict(png_bytes(), png_bytes()) == 413  # and so did --max-batch=1
+
+
+# --- idempotent releases and a cancel-safe host (issue 12) -----------------------------------
+
+
+def host_status(server: SshServer, root: Path, tmp_path: Path) -> dict[str, object]:
+    """`status` run on the host over SSH, as the client's --status does."""
+    known_hosts = tmp_path / "status_known_hosts"
+    known_hosts.write_text(server.known_hosts)
+    result = subprocess.run(
+        [
+            "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-i", str(server.key_file),
+            "-p", str(server.port), f"{server.user}@{server.host}", "--",
+            f"{PYTHON} -m cxml.deploy.host status --root {root}",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert_ok(result)
+    status: dict[str, object] = json.loads(result.stdout)
+    return status
+
+
+def serve_sessions(root: Path) -> set[int]:
+    """Sessions of the `cxml serve` processes serving a release under `root`."""
+    from cxml.deploy.host.services import serve_processes
+    from cxml.deploy.host.settings import HostSettings
+
+    return set(serve_processes(HostSettings(root=root)))
+
+
+def test_redeploy_is_a_no_op_and_roll_forward_after_rollback_works(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    first = write_workspace(tmp_path / "v1", "1")
+    assert_ok(redeploy(first, ssh_server, nginx_proxy, deploy_root))
+    service_before = json.loads(next((deploy_root / "services").glob("1-*.json")).read_text())
+
+    again = redeploy(first, ssh_server, nginx_proxy, deploy_root)  # built again: another time
+    assert_ok(again)
+    assert "already serving" in again.stdout and "nothing to do" in again.stderr
+    service_after = json.loads(next((deploy_root / "services").glob("1-*.json")).read_text())
+    assert service_after["pid"] == service_before["pid"]  # the same process, not restarted
+
+    second = write_workspace(tmp_path / "v2", "2")
+    assert_ok(redeploy(second, ssh_server, nginx_proxy, deploy_root))
+    assert_ok(redeploy(tmp_path, ssh_server, nginx_proxy, deploy_root, "--rollback"))
+    assert served_version(nginx_proxy) == "1"
+
+    forward = redeploy(second, ssh_server, nginx_proxy, deploy_root)
+    assert_ok(forward)
+    assert "no upload needed" in forward.stdout and "upload the bundle" not in forward.stdout
+    assert "already installed; verified it again, reusing it" in forward.stderr
+    assert served_version(nginx_proxy) == "2"
+    state = host_state(deploy_root)
+    assert str(state["current"]).startswith("2-") and str(state["previous"]).startswith("1-")
+    status = host_status(ssh_server, deploy_root, tmp_path)
+    assert status["orphans"] == []
+    services = status["services"]
+    assert isinstance(services, list) and [s["release"] for s in services] == [state["current"]]
+
+
+def test_a_retry_after_a_failed_activation_reuses_the_upload_and_failures_take_no_keep_slot(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    second = write_workspace(tmp_path / "v2", "2")
+    # serve arguments are the host's, not the release's: the retry is the same release
+    unreachable = ("--health-timeout", "3", "--serve-args", "--host 127.0.0.2")
+    failed = redeploy(second, ssh_server, nginx_proxy, deploy_root, *unreachable)
+    assert failed.returncode == 3 and "rolled back, release 1-" in failed.stderr
+    state = host_state(deploy_root)
+    assert not any(str(r).startswith("2-") for r in state["releases"])  # type: ignore[attr-defined]
+
+    retry = redeploy(second, ssh_server, nginx_proxy, deploy_root, "--keep", "2")
+    assert_ok(retry)
+    assert "no upload needed" in retry.stdout and "upload the bundle" not in retry.stdout
+    assert "already installed; verified it again, reusing it" in retry.stderr
+    assert served_version(nginx_proxy) == "2"
+
+    third = write_workspace(tmp_path / "v3", "3")
+    failed = redeploy(third, ssh_server, nginx_proxy, deploy_root, *unreachable, "--keep", "2")
+    assert failed.returncode == 3
+    assert_ok(
+        redeploy(write_workspace(tmp_path / "v4", "4"), ssh_server, nginx_proxy, deploy_root,
+                 "--keep", "2")
+    )  # fmt: skip
+    # the two newest releases that served; the failed 3 neither kept nor counted
+    assert sorted(p.name[:2] for p in (deploy_root / "releases").iterdir()) == ["2-", "4-"]
+    assert host_state(deploy_root)["releases"] == [
+        p.name for p in sorted((deploy_root / "releases").iterdir())
+    ]
+
+
+def test_cancelling_the_client_during_the_drain_leaves_no_orphan(
+    tmp_path: Path, ssh_server: SshServer, nginx_proxy: NginxProxy, deploy_root: Path
+) -> None:
+    import os
+    import signal
+
+    assert_ok(redeploy(write_workspace(tmp_path / "v1", "1"), ssh_server, nginx_proxy, deploy_root))
+    old_session = serve_sessions(deploy_root)
+    assert len(old_session) == 1
+    process = subprocess.Popen(
+        redeploy_argv(ssh_server, nginx_proxy, deploy_root, "--drain", "4"),
+        cwd=write_workspace(tmp_path / "v2", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=deploy_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if str(host_state(deploy_root).get("current", "")).startswith("2-"):
+                break  # switched: the host now drains release 1 before stopping it
+            time.sleep(0.05)
+        else:
+            pytest.fail("the deploy of release 2 never switched")
+        os.killpg(process.pid, signal.SIGKILL)  # Ctrl-C's harsher cousin: a cancelled CI job
+    finally:
+        process.wait(timeout=30)
+    status = host_status(ssh_server, deploy_root, tmp_path)
+    assert str(status["current"]).startswith("2-") and status["serving"] is True
+    assert status["orphans"] == []
+    services = status["services"]
+    assert isinstance(services, list) and [s["release"] for s in services] == [status["current"]]
+    sessions = serve_sessions(deploy_root)
+    assert len(sessions) == 1 and not sessions & old_session  # release 1's service is gone
+    assert served_version(nginx_proxy) == "2"
+    assert not (deploy_root / "journal.json").exists()

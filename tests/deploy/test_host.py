@@ -434,3 +434,127 @@ def test_a_failed_image_build_is_rolled_back_and_the_old_service_keeps_running(
 def test_bad_host_arguments_are_config_errors(tmp_path: Path, argv: list[str], phrase: str) -> None:
     with pytest.raises(ConfigError, match=phrase):
         main([*argv, "--root", str(tmp_path)])
+
+
+# --- the journal, orphans and the detached worker (issue 12) ---------------------------------
+
+
+def fake_serve(settings: HostSettings, release: str) -> subprocess.Popen[bytes]:
+    """A process that looks like `cxml serve` of `release` under this root, in its own session."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "-m", "cxml.serve",
+         "--bundle", str(settings.releases_dir / release)],
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def service_of(process: subprocess.Popen[bytes], release: str, port: int = 1) -> Service:
+    return Service(
+        release=release, mode="process", port=port, pid=process.pid,
+        pid_start=process_start_time(process.pid),
+    )  # fmt: skip
+
+
+def reap(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def test_status_finishes_a_swap_whose_switch_was_recorded(tmp_path: Path) -> None:
+    from cxml.deploy.host.journal import Journal, write_journal
+
+    settings = HostSettings(root=tmp_path / "root")
+    prepare(settings)
+    old, new = fake_serve(settings, "1-old"), fake_serve(settings, "2-new")
+    try:
+        old_service, new_service = service_of(old, "1-old"), service_of(new, "2-new", 2)
+        save_service(settings, old_service)
+        save_service(settings, new_service)
+        write_state(
+            settings, HostState(current="2-new", previous="1-old", releases=["1-old", "2-new"])
+        )
+        write_journal(settings, Journal("deploy", "2-new", "switched", old_service, new_service))
+        report = status(settings)  # the deploy died draining: status ends it
+        assert not service_alive(settings, old_service) and service_alive(settings, new_service)
+        assert [s["release"] for s in report["services"]] == ["2-new"]
+        assert report["orphans"] == [] and report["serving"] is True
+        assert not settings.journal_file.exists()
+    finally:
+        reap(old, new)
+
+
+def test_the_next_deploy_undoes_a_swap_cut_short_before_its_switch(tmp_path: Path) -> None:
+    from cxml.deploy.host.journal import Journal, replay_journal, write_journal
+
+    upstream = tmp_path / "upstream.conf"
+    upstream.write_text(upstream_config(2))  # switched to the new port, not yet recorded
+    settings = HostSettings(root=tmp_path / "root", proxy_config=upstream, proxy_reload=("true",))
+    prepare(settings)
+    old, new = fake_serve(settings, "1-old"), fake_serve(settings, "2-new")
+    try:
+        old_service, new_service = service_of(old, "1-old"), service_of(new, "2-new", 2)
+        save_service(settings, old_service)
+        write_state(settings, HostState(current="1-old", releases=["1-old"]))
+        write_journal(
+            settings,
+            Journal("deploy", "2-new", "started", old_service, new_service, upstream_config(1)),
+        )
+        with deploy_lock(settings, "test"):
+            done = replay_journal(settings)
+        assert done is not None and "undid the interrupted deploy of 2-new" in done
+        assert service_alive(settings, old_service) and not service_alive(settings, new_service)
+        assert upstream.read_text() == upstream_config(1)
+        state = read_state(settings)
+        assert (
+            state.current == "1-old" and state.history[-1]["result"] == "interrupted, rolled back"
+        )
+        assert not settings.journal_file.exists()
+    finally:
+        reap(old, new)
+
+
+def test_status_flags_serving_processes_no_record_owns(tmp_path: Path) -> None:
+    settings = HostSettings(root=tmp_path / "root")
+    prepare(settings)
+    owned, stray = fake_serve(settings, "1-a"), fake_serve(settings, "2-b")
+    try:
+        save_service(settings, service_of(owned, "1-a"))
+        write_state(settings, HostState(current="1-a", releases=["1-a"]))
+        report = status(settings)
+        deadline = time.monotonic() + 10  # a loaded machine may show the child before its exec
+        while report["orphans"] == [] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            report = status(settings)
+        assert report["orphans"] == [{"release": "2-b", "pid": stray.pid}]
+        assert report["services"][0]["alive"] is True and report["services"][0]["current"]
+    finally:
+        reap(owned, stray)
+
+
+def test_failed_releases_take_no_keep_slot_and_are_pruned(tmp_path: Path) -> None:
+    from cxml.deploy.host.releases import prune
+
+    settings = HostSettings(root=tmp_path, keep=2)
+    prepare(settings)
+    for name in ("1-a", "2-b", "3-failed", "4-c"):
+        (settings.releases_dir / name).mkdir()
+    state = HostState(current="4-c", previous="2-b", releases=["1-a", "2-b", "4-c"])
+    write_state(settings, state)
+    prune(settings, state)
+    assert sorted(p.name for p in settings.releases_dir.iterdir()) == ["2-b", "4-c"]
+    assert read_state(settings).releases == ["2-b", "4-c"]
+
+
+def test_a_detached_activate_reports_the_workers_error_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    result = subprocess.run(
+        [sys.executable, "-m", "cxml.deploy.host", "activate", "--release", "9-missing",
+         "--root", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("error:") == 1
+    assert "release 9-missing is not installed on the host" in result.stderr
+    assert result.stdout == ""
+    assert list((root / "runs").glob("*.json")) == []  # the result was read and removed

@@ -204,7 +204,7 @@ def start_redeploy(
         "--host", server.host, "--port", str(server.port), "--user", server.user,
         "--known-hosts", server.known_hosts,
         "--root", str(root), "--mode", "process", "--remote-python", PYTHON, "--no-alias",
-        "--upload-limit-kbit", UPLOAD_LIMIT_KBIT,
+        "--no-proxy", "--upload-limit-kbit", UPLOAD_LIMIT_KBIT,
     ]  # fmt: skip
     return subprocess.Popen(
         argv,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -103,7 +104,7 @@ def release(version: str = "4", forced_reason: str | None = None) -> ReleaseInfo
 def test_release_record_takes_the_registry_version_and_numeric_metrics() -> None:
     info = release()
     assert (
-        info.release == "4-abababababab"
+        info.release.startswith("4-")  # the version, then the hash of what is served
         and info.model_version == "4"
         and info.model_name == "cxml-model"
     )
@@ -119,17 +120,18 @@ def test_release_metrics_come_from_evaluate_else_from_the_gate() -> None:
 
 
 def test_plan_uploads_under_a_temporary_name_then_activates() -> None:
+    name = release().release
     deploy_plan = plan.plan_deploy(agent(), release(), "/tmp/bundle", "n0nce")
-    assert deploy_plan.staging_dir == "/srv/cxml/incoming/4-abababababab.n0nce"
-    assert deploy_plan.release_dir == "/srv/cxml/releases/4-abababababab"
+    assert deploy_plan.staging_dir == f"/srv/cxml/incoming/{name}.n0nce"
+    assert deploy_plan.release_dir == f"/srv/cxml/releases/{name}"
     prepare, upload, activate = deploy_plan.steps
     assert prepare.argv[:4] == ("python3", "-m", "cxml.deploy.host", "prepare")
     assert upload.channel == "sftp" and upload.argv == () and upload.stdin is not None
     batch = upload.stdin.splitlines()
-    assert batch[0] == 'mkdir "/srv/cxml/incoming/4-abababababab.n0nce"'
+    assert batch[0] == f'mkdir "/srv/cxml/incoming/{name}.n0nce"'
     assert batch[-1].startswith('put "/tmp/bundle/SHA256SUMS"')  # the manifest goes last
     assert activate.argv[3] == "activate"
-    assert "--staging=/srv/cxml/incoming/4-abababababab.n0nce" in activate.argv
+    assert f"--staging=/srv/cxml/incoming/{name}.n0nce" in activate.argv
     assert deploy_plan.cleanup is not None and deploy_plan.cleanup.argv[3] == "discard"
 
 
@@ -184,10 +186,10 @@ def test_a_version_starting_with_a_dash_is_a_plain_release_name() -> None:
         "ab" * 32, {}, None, None, {}, version=args.version, forced_reason=None,
         created_at="2026-11-25T11:00:00Z", serving=ServingConfig(),
     )  # fmt: skip
-    assert named.release == "-rc.1-abababababab"
+    assert named.release.startswith("-rc.1-")
     steps = plan.plan_deploy(redeploy.host_agent(args), named, "/b", "n").steps
     remote = shlex.split(ssh.local_argv(TARGET, steps[2])[-1])  # as the host's shell splits it
-    assert "--release=-rc.1-abababababab" in remote and "--serve-args=--no-resize" in remote
+    assert f"--release={named.release}" in remote and "--serve-args=--no-resize" in remote
 
 
 def test_keep_must_hold_current_and_previous() -> None:
@@ -435,3 +437,210 @@ def test_the_host_gets_the_proxy_check_setting() -> None:
     )
     assert "--proxy-check=auto" in agent().command("activate")
     assert "--proxy-check=none" in agent(proxy_check=()).command("activate")
+
+
+# --- deploy.yaml and the flags: flag > environment > serve > default ---------------------------
+
+DEPLOY_YAML = """\
+serve:
+  mode: process
+  root: /srv/app
+  remote_python: /opt/venv/bin/python
+  ssh: {user: deploy, port: 2200}
+  proxy: {upstream_file: /etc/nginx/cxml/upstream.conf, public_url: https://m.example.com}
+  keep: 4
+environments:
+  production:
+    hosts: [prod-1.example.com, ops@prod-2.example.com:2222]
+    keep: 7
+    proxy: {reload: sudo nginx -s reload}
+  staging:
+    hosts:
+      - {host: stage.example.com, root: /srv/stage, proxy: {public_url: http://stage:8080}}
+"""
+
+
+def destinations(tmp_path: Path, *argv: str) -> list[redeploy.Destination]:
+    (tmp_path / "deploy.yaml").write_text(DEPLOY_YAML)
+    full = ["--config", str(tmp_path / "deploy.yaml"), *argv]
+    return redeploy.resolve_destinations(redeploy.parse_args(full), redeploy.given_options(full))
+
+
+def test_an_environment_needs_nothing_but_deploy_yaml(tmp_path: Path) -> None:
+    first, second = destinations(tmp_path, "--env", "production")
+    assert (first.host, first.port, first.user) == ("prod-1.example.com", 2200, "deploy")
+    assert (second.host, second.port, second.user) == ("prod-2.example.com", 2222, "ops")
+    settings = first.agent.settings
+    assert settings.keep == 7  # the environment over serve
+    assert settings.mode == "process" and str(settings.root) == "/srv/app"  # serve over default
+    assert settings.proxy_reload == ("sudo", "nginx", "-s", "reload")
+    assert str(settings.proxy_config) == "/etc/nginx/cxml/upstream.conf"
+    assert settings.public_url == "https://m.example.com"
+    assert settings.drain_s == 2.0  # the default
+    assert first.agent.python == ("/opt/venv/bin/python",)
+
+
+def test_a_flag_given_overrides_the_environment(tmp_path: Path) -> None:
+    first, second = destinations(
+        tmp_path, "--env", "production", "--keep", "3", "--port", "22", "--user", "root",
+        "--remote-python", "python3", "--public-url", "http://other",
+    )  # fmt: skip
+    assert first.agent.settings.keep == 3 and second.port == 22 and second.user == "root"
+    assert first.agent.python == ("python3",)
+    assert second.agent.settings.public_url == "http://other"
+    # a flag left at its default does not override: drain, mode, root stay the environment's
+    assert first.agent.settings.mode == "process" and str(first.agent.settings.root) == "/srv/app"
+
+
+def test_a_host_entry_may_carry_its_own_root_and_proxy(tmp_path: Path) -> None:
+    (stage,) = destinations(tmp_path, "--env", "staging")
+    assert str(stage.agent.settings.root) == "/srv/stage"
+    assert stage.agent.settings.public_url == "http://stage:8080"
+    assert str(stage.agent.settings.proxy_config) == "/etc/nginx/cxml/upstream.conf"  # serve's
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["--env", "prodution"], "no environment 'prodution' (did you mean production?)"),
+        (["--env", "production", "--host", "h"], "--host and --env production: pick one"),
+        ([], "say where to deploy: --env NAME"),
+    ],
+)
+def test_where_to_deploy_must_be_clear(tmp_path: Path, argv: list[str], phrase: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(phrase)):
+        destinations(tmp_path, *argv)
+
+
+def test_flag_mode_without_a_proxy_is_refused_before_anything_runs(workspace: Path) -> None:
+    result = run_redeploy(workspace, "--host", "h", "--ssh-key-file", "/nonexistent")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no proxy to switch")
+    assert "--proxy-config" in result.stderr and "serve.proxy.upstream_file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    for check in ("none", "auto"):  # nginx -t alone cannot see a reload that did not happen
+        unchecked = run_redeploy(
+            workspace, "--host", "h", "--proxy-config", "/etc/nginx/up.conf", "--proxy-check", check
+        )
+        assert unchecked.returncode == 2 and "--public-url" in unchecked.stderr
+        assert "serve.proxy.public_url" in unchecked.stderr
+    warned = run_redeploy(
+        workspace, "--host", "h", "--proxy-config", "/etc/nginx/up.conf", "--dry-run"
+    )
+    assert warned.returncode == 0
+    assert "a real deploy would be refused: the switch cannot be verified" in warned.stderr
+
+
+def test_no_proxy_is_only_for_a_single_host(tmp_path: Path) -> None:
+    (tmp_path / "deploy.yaml").write_text(DEPLOY_YAML)
+    argv = ["--config", str(tmp_path / "deploy.yaml"), "--env", "production", "--no-proxy"]
+    args = redeploy.parse_args(argv)
+    found = redeploy.resolve_destinations(args, redeploy.given_options(argv))
+    assert "--no-proxy is for a single --host" in str(redeploy.unverified_switch(found, args))
+    flag_args = redeploy.parse_args(["--host", "h", "--no-proxy"])
+    flag_found = redeploy.resolve_destinations(flag_args, {"host", "no_proxy"})
+    assert redeploy.unverified_switch(flag_found, flag_args) is None
+
+
+def test_dry_run_of_an_environment_lists_every_host(tmp_path: Path, workspace: Path) -> None:
+    (workspace / "deploy.yaml").write_text(DEPLOY_YAML)
+    result = run_redeploy(workspace, "--env", "production", "--dry-run", "--known-hosts", "x y z")
+    assert result.returncode == 0, result.stderr
+    assert "deploy to deploy@prod-1.example.com:2200, root /srv/app" in result.stdout
+    assert "deploy to ops@prod-2.example.com:2222, root /srv/app" in result.stdout
+
+
+# --- the gate is bound to the model ------------------------------------------------------------
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def test_a_model_other_than_the_judged_one_is_refused() -> None:
+    judged = plan.JudgedModel(sha256=SHA_A, run_id="run1")
+    with pytest.raises(GateError) as error:
+        plan.check_model_binding(judged, SHA_B, "run1", "gate.json", force=False)
+    message = str(error.value)
+    assert "aaaaaaaaaaaa" in message and "bbbbbbbbbbbb" in message and SHA_A not in message
+    assert "re-run cxml evaluate" in message.lower() and error.value.exit_code == 2
+    with pytest.raises(
+        GateError, match=re.escape("run.json names run run2, gate.json judged run run1")
+    ):
+        plan.check_model_binding(judged, SHA_A, "run2", "gate.json", force=False)
+    plan.check_model_binding(judged, SHA_A, "run1", "gate.json", force=False)
+    plan.check_model_binding(judged, SHA_A, None, "gate.json", force=False)  # run id unknown
+
+
+def test_an_old_gate_without_the_model_is_warned(capsys: pytest.CaptureFixture[str]) -> None:
+    plan.check_model_binding(plan.JudgedModel(None, None), SHA_A, "r", "gate.json", force=False)
+    assert "does not record which model it judged" in capsys.readouterr().err
+
+
+def test_a_retrained_model_after_a_passing_gate_is_refused(tmp_path: Path) -> None:
+    workspace = write_workspace(tmp_path, "6")
+    model = workspace / "model" / "model.pt"
+    gate_record = json.loads((workspace / "gate.json").read_text())
+    gate_record["model"] = {"path": "model/model.pt", "sha256": redeploy.sha256_file(model),
+                            "run_id": "run6"}  # fmt: skip
+    (workspace / "gate.json").write_text(json.dumps(gate_record))
+    judged = run_redeploy(workspace, "--host", "h", "--dry-run")
+    assert judged.returncode == 0, judged.stderr
+    write_workspace(tmp_path, "6", seed=99)  # retrained: other weights, same gate.json kept
+    (workspace / "gate.json").write_text(json.dumps(gate_record))
+    retrained = run_redeploy(workspace, "--host", "h", "--dry-run")
+    assert retrained.returncode == 2
+    assert retrained.stderr.startswith("error: the model is not the one the gate judged")
+    assert "re-run cxml evaluate" in retrained.stderr.lower()
+
+
+# --- what ssh prints ---------------------------------------------------------------------------
+
+MITM_BANNER = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+It is also possible that a host key has just been changed.
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:Hg6h0bqXkHq0Pq3Yx8z1m0l9sOa2sTQ6l9v1kEoJz4E.
+Please contact your system administrator.
+Add correct host key in /tmp/x/known_hosts to get rid of this message.
+Offending ED25519 key in /tmp/x/known_hosts:1
+Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.
+Host key verification failed.
+"""
+
+
+def test_the_mitm_banner_becomes_one_line_naming_the_fix() -> None:
+    target = ssh.SshTarget("127.0.0.1", 2222, "root", known_hosts_source="$CXML_KNOWN_HOSTS")
+    error = ssh.connection_error(ssh.CommandResult(255, "", MITM_BANNER), target)
+    assert isinstance(error, ConfigError)
+    message = str(error)
+    assert "\n" not in message and "@@@" not in message
+    assert message.startswith("the host key of 127.0.0.1 port 2222 (it offered SHA256:Hg6h0")
+    assert "has changed" in message and "$CXML_KNOWN_HOSTS" in message
+    assert "ssh-keyscan -p 2222 127.0.0.1" in message
+    assert not any(ssh.echoed(line) for line in MITM_BANNER.splitlines())
+
+
+def test_host_progress_is_echoed_but_its_error_line_is_not() -> None:
+    assert ssh.echoed("starting release 4-ab (process mode)\n")
+    assert not ssh.echoed("error: release 4-ab failed its health check\n")
+
+
+def test_status_lines_name_each_service_and_flag_orphans() -> None:
+    state = {
+        "services": [
+            {"release": "2-ab", "mode": "process", "pid": 41, "port": 8001, "alive": True,
+             "current": True},
+            {"release": "1-cd", "mode": "docker", "container": "cxml-serve-1", "port": 8000,
+             "alive": False, "current": False},
+        ],
+        "orphans": [{"release": "1-cd", "pid": 77}, {"container": "cxml-serve-9"}],
+    }  # fmt: skip
+    lines = redeploy.service_lines(state)
+    assert lines[0] == "service of 2-ab: process (pid 41), port 8001, running, current"
+    assert lines[1] == "service of 1-cd: docker (cxml-serve-1), port 8000, NOT running"
+    assert lines[2].startswith("ORPHAN process 77 of release 1-cd")
+    assert lines[3].startswith("ORPHAN container cxml-serve-9:")
+    assert redeploy.service_lines({"services": "junk", "orphans": None}) == []

@@ -119,7 +119,8 @@ def test_run_gate_writes_gate_json(tmp_path: Path) -> None:
         str(gate_path),
     )
     written = json.loads(gate_path.read_text())
-    assert list(written) == ["decision", "baseline", "metrics", "rules"]
+    assert list(written) == ["decision", "baseline", "metrics", "rules", "model"]
+    assert written["model"] == {"path": None, "sha256": None, "run_id": None}
     assert written["decision"] == decision.decision == "fail"
     assert written["baseline"] == {
         "source": "git:main",

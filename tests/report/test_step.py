@@ -590,3 +590,12 @@ def test_footer_links_the_gitlab_pipeline(
     assert footer.startswith(
         "<sub>commit `fedcba987654` · [workflow run](https://gitlab.example.com/g/p/-/pipelines/9)"
     )
+
+
+def test_target_pr_outside_ci_is_an_error_not_a_silent_success(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report("--target", "pr", "--no-images") == 2
+    err = capsys.readouterr().err
+    assert "--target pr: no pull request here" in err and "--dry-run" in err
+    assert report("--target", "pr", "--no-images", "--dry-run") == 0  # a preview still works

@@ -70,24 +70,62 @@ def test_sqlite_tracking_by_default(workdir: Path) -> None:
     check_tracked_run(f"sqlite:///{workdir / 'mlflow.db'}", workdir, epochs=2)
 
 
-def test_tracking_server_down_warns_and_training_goes_on(workdir: Path) -> None:
+def test_tracking_server_down_fails_fast_with_one_line(workdir: Path) -> None:
+    """A configured server is a promise: unreachable, training stops in seconds (exit 3), before
+    any work, instead of stalling on MLflow's retries and finishing untracked."""
     write_params(workdir, "train:\n  epochs: 1\n")
     port = free_port()  # nothing listens there
+    started = time.monotonic()
     result = run_cxml(
         "train",
         cwd=workdir,
-        env={
-            "MLFLOW_TRACKING_URI": f"http://user:s3cret@127.0.0.1:{port}",
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
-        },
+        env={"MLFLOW_TRACKING_URI": f"http://user:s3cret@127.0.0.1:{port}"},
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3, result.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: MLflow tracking server http://127.0.0.1:{port}")
+    assert "connection refused" in lines[0] and "tracking.required: false" in lines[0]
+    assert "s3cret" not in result.stdout + result.stderr
+    assert not (workdir / "model/model.pt").exists() and not (workdir / "run.json").exists()
+
+
+def test_optional_tracking_server_down_warns_and_training_goes_on(workdir: Path) -> None:
+    write_params(workdir, "train:\n  epochs: 1\ntracking:\n  required: false\n")
+    port = free_port()
+    result = run_cxml(
+        "train",
+        cwd=workdir,
+        env={"MLFLOW_TRACKING_URI": f"http://user:s3cret@127.0.0.1:{port}"},
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
-    assert "warning: MLflow: starting the run failed" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "is not reachable (connection refused)" in warnings[0]
+    assert "tracking.required is false" in warnings[0]
     assert "s3cret" not in result.stdout + result.stderr
     assert json.loads((workdir / "run.json").read_text())["run_id"] is None
     assert (workdir / "model/model.pt").exists()
+
+
+def test_the_probe_says_why_a_server_is_unreachable() -> None:
+    from cxml.tracking.client import unreachable_reason
+
+    port = free_port()
+    assert unreachable_reason(f"http://127.0.0.1:{port}") == "connection refused"
+    assert unreachable_reason(f"http://127.0.0.1:{port}/prefix/") == "connection refused"
+    assert unreachable_reason("http://127.0.0.1:notaport") == "its port is not a number"
+    assert unreachable_reason("sqlite:///tmp/mlflow.db") is None  # not a server: nothing to probe
+    with socket.socket() as listener:  # a port that accepts but never answers: a bounded wait
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        started = time.monotonic()
+        reason = unreachable_reason(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0)
+        assert reason is not None and "no answer" in reason
+        assert time.monotonic() - started < 8
 
 
 @pytest.fixture
@@ -124,7 +162,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/health", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or too slow while it starts
                 pass
             assert process.poll() is None, "mlflow server exited"
             assert time.monotonic() < deadline, "mlflow server did not answer /health"
@@ -137,6 +175,13 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+
+
+def test_the_probe_finds_a_real_server(mlflow_server: str) -> None:
+    from cxml.tracking.client import unreachable_reason
+
+    assert unreachable_reason(mlflow_server) is None
+    assert unreachable_reason(mlflow_server.replace("http://", "http://user:pw@")) is None
 
 
 @pytest.mark.slow

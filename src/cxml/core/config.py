@@ -79,6 +79,8 @@ class EvaluateConfig:
     baseline: str = "auto"
     """`auto` (git base ref, then registry champion), `git:<ref>`, `champion`, or `none`."""
     gate: tuple[str, ...] = ("accuracy >= 0.9", "accuracy >= baseline - 0.005")
+    require_baseline: bool = False
+    """True: no baseline is an error (exit 2) instead of skipping the relative rules."""
     latency_samples: int = 100
     batch_size: int = 256
 
@@ -86,6 +88,8 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool = True
+    required: bool = True
+    """An unreachable tracking server stops training (exit 3); false: warn and train untracked."""
     uri: str | None = None
     """Tracking URI; default `MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`."""
     experiment: str = "cxml"
@@ -378,6 +382,11 @@ def validate_ranges(params: Params) -> None:
         (params.train.num_workers >= 0, "train.num_workers: must not be negative"),
         (params.evaluate.latency_samples >= 1, "evaluate.latency_samples: must be at least 1"),
         (params.evaluate.batch_size >= 1, "evaluate.batch_size: must be at least 1"),
+        (
+            not (params.evaluate.require_baseline and params.evaluate.baseline.strip() == "none"),
+            "evaluate.require_baseline: true needs a baseline, but evaluate.baseline is none; "
+            "set evaluate.baseline (auto, champion, git:<ref>) or require_baseline: false",
+        ),
         (
             params.data.source != "imagefolder" or bool(params.data.path),
             "data.path: required when data.source is imagefolder",

@@ -53,3 +53,36 @@ def current_commit() -> str | None:
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def remote_default_branch(remote: str = "origin", cwd: str | Path = ".") -> str | None:
+    """`origin/<default>` as the clone recorded it (`refs/remotes/origin/HEAD`), or None."""
+    try:
+        result = run_git(
+            ["symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD"],
+            Path(cwd),
+            timeout=10,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    name = result.stdout.strip()
+    return name if result.returncode == 0 and name else None
+
+
+def is_shallow(cwd: str | Path = ".") -> bool:
+    """True in a shallow clone (actions/checkout's default depth 1): other refs' history is absent."""
+    try:
+        result = run_git(["rev-parse", "--is-shallow-repository"], Path(cwd), timeout=10)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def current_branch(cwd: str | Path = ".") -> str | None:
+    """The checked-out branch's name; None on a detached HEAD (a PR's merge commit in Actions)."""
+    try:
+        result = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], Path(cwd), timeout=10)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    name = result.stdout.strip()
+    return name if result.returncode == 0 and name else None

@@ -30,7 +30,7 @@ def describe_release(
     run = run or RunRecord()
     model_version = version or run.model_version or "local"
     return ReleaseInfo(
-        release=release_name(model_version, model_sha256),
+        release=release_name(model_version, model_sha256, serving),
         model_version=model_version,
         model_name=run.model_name,
         run_id=run.run_id,

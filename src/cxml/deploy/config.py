@@ -140,6 +140,9 @@ class Host:
     """A host name or an IP address (IPv6 without brackets)."""
     port: int = DEFAULT_SSH_PORT
     user: str | None = None
+    settings: ServeSettings | None = None
+    """The environment's settings with this host's own overrides (`root`, `proxy`, ...), or
+    None when the entry has none: two hosts behind their own proxies, or with other roots."""
 
     @property
     def destination(self) -> str:
@@ -158,30 +161,36 @@ class Environment:
     settings: ServeSettings
     """`serve:` merged with this environment's overrides, defaults filled in."""
 
-    def host_settings(self) -> HostSettings:
-        """The settings the host side runs with (carried across SSH by `to_argv`)."""
-        settings = self.settings
-        proxy, docker = settings.proxy, settings.docker
-        return HostSettings(
-            root=Path(settings.root),
-            mode=settings.mode,
-            keep=settings.keep,
-            health_timeout_s=settings.health_timeout,
-            lock_timeout_s=settings.lock_timeout,
-            drain_s=settings.drain,
-            public_url=proxy.public_url,
-            proxy_config=Path(proxy.upstream_file) if proxy.upstream_file else None,
-            proxy_reload=proxy.reload,
-            proxy_check=proxy.check,
-            docker=docker.command,
-            image=docker.image,
-            docker_build_context=Path(docker.build_context) if docker.build_context else None,
-            docker_build_args=docker.build_args,
-            serve_args=settings.serve_args,
-        )
+    def host_settings(self, host: Host | None = None) -> HostSettings:
+        """The settings the host side runs with (carried across SSH by `to_argv`); with `host`,
+        that host's, its own overrides applied."""
+        return host_settings_of(host.settings if host and host.settings else self.settings)
 
-    def connection(self) -> Connection:
-        return Connection(remote_python=self.settings.remote_python, ssh=self.settings.ssh)
+    def connection(self, host: Host | None = None) -> Connection:
+        settings = host.settings if host and host.settings else self.settings
+        return Connection(remote_python=settings.remote_python, ssh=settings.ssh)
+
+
+def host_settings_of(settings: ServeSettings) -> HostSettings:
+    """ServeSettings -> the HostSettings the host side runs with."""
+    proxy, docker = settings.proxy, settings.docker
+    return HostSettings(
+        root=Path(settings.root),
+        mode=settings.mode,
+        keep=settings.keep,
+        health_timeout_s=settings.health_timeout,
+        lock_timeout_s=settings.lock_timeout,
+        drain_s=settings.drain,
+        public_url=proxy.public_url,
+        proxy_config=Path(proxy.upstream_file) if proxy.upstream_file else None,
+        proxy_reload=proxy.reload,
+        proxy_check=proxy.check,
+        docker=docker.command,
+        image=docker.image,
+        docker_build_context=Path(docker.build_context) if docker.build_context else None,
+        docker_build_args=docker.build_args,
+        serve_args=settings.serve_args,
+    )
 
 
 @dataclass(frozen=True)
@@ -355,17 +364,17 @@ def _environment(name: object, raw: object, serve_values: dict[str, Any]) -> Env
     values = _serve_values(raw, key, allow_hosts=True)
     hosts_raw = values.pop("hosts", None)
     settings = _serve_settings(_merge(serve_values, values))
-    if settings.proxy.upstream_file is None:
+    if settings.mode == "process" and settings.docker.build_context is not None:
+        _fail(f"{key}.docker.build_context", "only used with mode docker; remove it")
+    hosts = _hosts(hosts_raw, f"{key}.hosts", settings.ssh, _merge(serve_values, values))
+    # each host must switch a proxy: a host entry may name its own (its own nginx)
+    if any((host.settings or settings).proxy.upstream_file is None for host in hosts):
         _fail(
             key,
             "a deploy must switch a proxy; set serve.proxy.upstream_file "
             f"(or {key}.proxy.upstream_file) to the nginx upstream file the host rewrites",
         )
-    if settings.mode == "process" and settings.docker.build_context is not None:
-        _fail(f"{key}.docker.build_context", "only used with mode docker; remove it")
-    return Environment(
-        name=name, hosts=_hosts(hosts_raw, f"{key}.hosts", settings.ssh), settings=settings
-    )
+    return Environment(name=name, hosts=hosts, settings=settings)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -591,7 +600,9 @@ def _service(value: object) -> str:
     return service
 
 
-def _hosts(raw: object, key: str, ssh: SshSettings) -> tuple[Host, ...]:
+def _hosts(
+    raw: object, key: str, ssh: SshSettings, env_values: dict[str, Any] | None = None
+) -> tuple[Host, ...]:
     if raw is None:
         _fail(key, "needs at least one host, e.g. `hosts: [host.example.com]`")
     if isinstance(raw, str):
@@ -603,7 +614,7 @@ def _hosts(raw: object, key: str, ssh: SshSettings) -> tuple[Host, ...]:
     hosts: list[Host] = []
     seen: dict[tuple[str, int], int] = {}
     for index, entry in enumerate(raw):
-        host = _host(entry, f"{key}[{index}]", ssh)
+        host = _host(entry, f"{key}[{index}]", ssh, env_values)
         identity = (host.address.lower(), host.port)
         if identity in seen:
             _fail(f"{key}[{index}]", f"{host.label} is listed twice (also at [{seen[identity]}])")
@@ -621,16 +632,31 @@ def parse_host(entry: object, ssh: SshSettings | None = None) -> Host:
         raise ConfigError(f"{problem.key}: {problem.message}") from None
 
 
-def _host(entry: object, key: str, ssh: SshSettings) -> Host:
+_HOST_KEYS = ("host", "port", "user")
+
+
+def _host(
+    entry: object, key: str, ssh: SshSettings, env_values: dict[str, Any] | None = None
+) -> Host:
     if isinstance(entry, Mapping):
         _refuse_secrets(entry, key)
-        _check_keys(entry, key, ("host", "port", "user"))
+        overridable = tuple(name for name in (*_SERVE_KEYS, *_SECTIONS) if name != "ssh")
+        _check_keys(
+            entry, key, (*_HOST_KEYS, *overridable) if env_values is not None else _HOST_KEYS
+        )
         if entry.get("host") is None:
             _fail(f"{key}.host", "a host entry needs its host name or address")
         address = _address(_text(entry["host"], f"{key}.host"), f"{key}.host")
         port = ssh.port if entry.get("port") is None else _port(entry["port"], f"{key}.port")
         user = ssh.user if entry.get("user") is None else _user(entry["user"], f"{key}.user")
-        return Host(address=address, port=port, user=user)
+        overrides = {name: value for name, value in entry.items() if name not in _HOST_KEYS}
+        if not overrides or env_values is None:
+            return Host(address=address, port=port, user=user)
+        values = _serve_values(overrides, key, allow_hosts=False)
+        settings = _serve_settings(_merge(env_values, values))
+        if settings.mode == "process" and settings.docker.build_context is not None:
+            _fail(f"{key}.docker.build_context", "only used with mode docker; remove it")
+        return Host(address=address, port=port, user=user, settings=settings)
     if not isinstance(entry, str):
         _fail(key, f"expected `user@host:port` or a mapping {{host: ...}}, got {_show(entry)}")
     return _host_from_text(_text(entry, key), key, ssh)

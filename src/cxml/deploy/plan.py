@@ -45,6 +45,9 @@ class DeployPlan:
     steps: tuple[PlanStep, ...]
     cleanup: PlanStep | None = None
     """Run when the upload fails (else the host drops the stale upload on a later deploy)."""
+    activate_installed: PlanStep | None = None
+    """Activate without uploading, when the host already holds this release (a retry, a roll
+    forward): releases are content-addressed, so the same name is the same content."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,55 @@ def check_gate(
     return reason.strip() if reason else None
 
 
+@dataclass(frozen=True)
+class JudgedModel:
+    """What gate.json says it judged (None: not recorded, an older gate.json)."""
+
+    sha256: str | None
+    run_id: str | None
+
+
+def model_mismatch(
+    judged: JudgedModel, model_sha256: str, run_id: str | None, gate_path: str
+) -> str | None:
+    """Why the model about to ship is not the one the gate judged, or None when it is (or the
+    gate does not say)."""
+    if judged.sha256 and judged.sha256 != model_sha256:
+        return (
+            f"the model is not the one the gate judged: its sha256 is {model_sha256[:12]}, "
+            f"{gate_path} judged {judged.sha256[:12]}"
+        )
+    if judged.run_id and run_id and judged.run_id != run_id:
+        return (
+            f"the model is not the one the gate judged: run.json names run {run_id}, "
+            f"{gate_path} judged run {judged.run_id}"
+        )
+    return None
+
+
+def check_model_binding(
+    judged: JudgedModel | None, model_sha256: str, run_id: str | None, gate_path: str, force: bool
+) -> None:
+    """Refuse a model other than the judged one (a retrain after a passing gate), unless forced."""
+    if judged is None:
+        return
+    if judged.sha256 is None and judged.run_id is None:
+        warn(
+            f"{gate_path} does not record which model it judged (an older cxml wrote it); "
+            "re-run cxml evaluate to bind the gate to the model"
+        )
+        return
+    problem = model_mismatch(judged, model_sha256, run_id, gate_path)
+    if problem is None:
+        return
+    if not force:
+        raise GateError(
+            f"{problem}; refusing to deploy: re-run cxml evaluate on this model (or pass "
+            '--force --reason "...")'
+        )
+    warn(f"{problem}; deploying anyway because of --force")
+
+
 # --- the steps -------------------------------------------------------------------------------
 
 
@@ -132,7 +184,17 @@ def plan_deploy(
         "discard the partial upload",
         argv=agent.command("discard", option("--staging", staging)),
     )
-    return DeployPlan(release.release, release_dir, staging, steps, cleanup)
+    without_upload = [option("--release", release.release), *activate[2:]]
+    activate_installed = PlanStep(
+        f"verify the installed {release_dir} again, start it, check /healthz and /version, "
+        "switch the proxy, stop the old one, keep the last releases",
+        argv=agent.command("activate", *without_upload),
+    )
+    return DeployPlan(release.release, release_dir, staging, steps, cleanup, activate_installed)
+
+
+def plan_status(agent: HostAgent) -> PlanStep:
+    return PlanStep("read the host's releases", argv=agent.command("status"))
 
 
 def plan_rollback(agent: HostAgent) -> DeployPlan:

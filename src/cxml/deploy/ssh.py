@@ -9,6 +9,7 @@ the user's to fix; the rest: runtime). A SIGTERM stops the running ssh or sftp w
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -28,6 +29,28 @@ HOST_KEY_PROBLEMS = (
     "REMOTE HOST IDENTIFICATION HAS CHANGED",
     "No matching host key",
 )
+SSH_BANNER_LINES = (
+    "@",
+    "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY",
+    "Someone could be eavesdropping",
+    "It is also possible that a host key has just been changed",
+    "The fingerprint for the",
+    "SHA256:",
+    "Please contact your system administrator",
+    "Add correct host key in",
+    "Offending ",
+    "Host key for ",
+    "Host key verification failed",
+    "No matching host key",
+    "Password authentication is disabled",
+    "Agent forwarding is disabled",
+    "Port forwarding is disabled",
+    "X11 forwarding is disabled",
+    "UpdateHostkeys is disabled",
+    "Warning: Permanently added",
+)
+"""OpenSSH's own stderr (the MITM banner above all): replaced by one cxml line, never echoed."""
+FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/=]{20,}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,8 @@ class SshTarget:
     upload_limit_kbit_s: int | None = None
     identity_agent: str | None = None
     """The socket of the agent holding the key (see cxml.deploy.keys), if the key is in one."""
+    known_hosts_source: str = "--known-hosts / CXML_KNOWN_HOSTS"
+    """Where the expected host keys came from, for the message when one does not match."""
 
     @property
     def destination(self) -> str:
@@ -135,7 +160,7 @@ def run_command(
         assert process.stderr is not None
         for line in process.stderr:
             stderr_lines.append(line)
-            if echo_prefix is not None:
+            if echo_prefix is not None and echoed(line):
                 print(f"{echo_prefix}{line.rstrip()}", file=sys.stderr, flush=True)
 
     reader = threading.Thread(target=pump_stderr, daemon=True)
@@ -161,6 +186,13 @@ def run_command(
         raise
     reader.join(timeout=5)
     return CommandResult(returncode, stdout, "".join(stderr_lines))
+
+
+def echoed(line: str) -> bool:
+    """Host progress is echoed; the host's `error:` line (it becomes the one error cxml prints)
+    and OpenSSH's own messages (the MITM banner) are not."""
+    text = line.strip()
+    return bool(text) and not text.startswith("error: ") and not text.startswith(SSH_BANNER_LINES)
 
 
 def stop_child(process: subprocess.Popen[str], grace_s: float = 5.0) -> None:
@@ -208,11 +240,7 @@ def connection_error(result: CommandResult, target: SshTarget) -> CxmlError | No
     """The error when ssh/sftp could not connect or log in (not a remote failure), else None."""
     text = result.stderr
     if any(marker in text for marker in HOST_KEY_PROBLEMS):
-        return ConfigError(
-            f"host key of {target.host} port {target.port} does not match the known_hosts "
-            "given; refusing to "
-            "connect. Check the host's key out of band and update --known-hosts / CXML_KNOWN_HOSTS"
-        )
+        return host_key_error(text, target)
     if "Permission denied" in text:
         return ConfigError(
             f"{target.label}: SSH key refused (permission denied); check --user and the deploy key"
@@ -223,6 +251,21 @@ def connection_error(result: CommandResult, target: SshTarget) -> CxmlError | No
             f"{target.label}: SSH connection failed ({last}); check --host, --port and the network"
         )
     return None
+
+
+def host_key_error(stderr: str, target: SshTarget) -> ConfigError:
+    """One line for OpenSSH's host key failures (its MITM banner is a dozen)."""
+    offered = FINGERPRINT.search(stderr)
+    shown = f" (it offered {offered.group(0)})" if offered else ""
+    changed = " has changed and" if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr else ""
+    return ConfigError(
+        f"the host key of {target.host} port {target.port}{shown}{changed} does not match the "
+        f"known_hosts expected from {target.known_hosts_source}; refusing to connect (someone may "
+        "be intercepting, or "
+        "the host was reinstalled). Check the key on the host out of band, then update "
+        f"{target.known_hosts_source} with the line from `ssh-keyscan -p {target.port} "
+        f"{target.host}`"
+    )
 
 
 def remote_error(result: CommandResult) -> str:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from cxml.core.config import load_params
+from cxml.gate.baseline import check_baseline_spec
 from cxml.gate.decide import (
     add_gate_arguments,
     find_baseline,
@@ -28,9 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
     rule_texts = gate_rule_texts(args, params)  # syntax errors before any I/O
+    check_baseline_spec(args.baseline or params.evaluate.baseline, label="baseline")
     metrics = read_metrics(params.outputs.eval_metrics, step="evaluate")
     baseline = find_baseline(args.baseline, params)
-    gate = run_gate(rule_texts, metrics, baseline, params.outputs.gate)
+    gate = run_gate(
+        rule_texts,
+        metrics,
+        baseline,
+        params.outputs.gate,
+        model_path=params.outputs.model,
+        run_info=params.outputs.run_info,
+    )
     publish_gate(gate, params.outputs.gate)
     return gate_exit_code(gate, no_fail=args.no_fail)
 

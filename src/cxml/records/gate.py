@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,12 @@ class GateResult:
     rules: tuple[GateRule, ...]
     baseline: BaselineInfo = NO_BASELINE
     metrics: Mapping[str, float] | None = None
+    model_path: str | None = None
+    """The model file the gate judged (None in a gate.json older than the binding)."""
+    model_sha256: str | None = None
+    """Its SHA-256: redeploy refuses a model file with other bytes."""
+    model_run_id: str | None = None
+    """The MLflow run that trained it (from run.json), None without tracking."""
 
     @property
     def passed(self) -> bool:
@@ -117,7 +124,24 @@ class GateResult:
             "baseline": self.baseline.to_dict(),
             "metrics": dict(self.metrics) if self.metrics is not None else None,
             "rules": [rule.to_dict() for rule in self.rules],
+            "model": {
+                "path": self.model_path,
+                "sha256": self.model_sha256,
+                "run_id": self.model_run_id,
+            },
         }
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """The SHA-256 (hex) of a model file, as gate.json records it; None when it is missing."""
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return digest.hexdigest()
 
 
 def write_gate(path: str | Path, gate: GateResult) -> None:
@@ -146,12 +170,38 @@ def parse_gate(raw: object, *, label: str = "gate.json") -> GateResult:
     if not isinstance(rules_raw, list):
         raise RecordError(f"{label}: rules must be a list; {GATE_FIX}")
     rules = tuple(_parse_rule(item, f"{label}: rules[{i}]") for i, item in enumerate(rules_raw))
+    model = _parse_model(raw.get("model"), label)
     return GateResult(
         decision=decision,
         rules=rules,
         baseline=_parse_baseline(raw.get("baseline"), label),
         metrics=_parse_metrics(raw.get("metrics"), label),
+        model_path=model.get("path"),
+        model_sha256=model.get("sha256"),
+        model_run_id=model.get("run_id"),
     )
+
+
+def _parse_model(raw: object, label: str) -> dict[str, str | None]:
+    """`model`: path, sha256 and run_id, each a string or null; absent in an old gate.json."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise RecordError(f"{label}: model must be an object or null; {GATE_FIX}")
+    model: dict[str, str | None] = {}
+    for key in ("path", "sha256", "run_id"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RecordError(f"{label}: model.{key} must be a string or null; {GATE_FIX}")
+        model[key] = value or None
+    sha256 = model.get("sha256")
+    if sha256 is not None and not _is_sha256(sha256):
+        raise RecordError(f"{label}: model.sha256 must be 64 hex digits or null; {GATE_FIX}")
+    return model
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _parse_baseline(raw: object, label: str) -> BaselineInfo:

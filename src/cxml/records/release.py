@@ -65,6 +65,11 @@ class ReleaseInfo:
     forced_reason: str | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
 
+    @property
+    def identity(self) -> str:
+        """What this release serves, hashed (see `release_identity`)."""
+        return release_identity(self.model_version, self.model_sha256, self.serving)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": BUNDLE_FORMAT,
@@ -139,10 +144,32 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def release_name(model_version: str, model_sha256: str) -> str:
-    """`<version>-<12 hex of the model's sha256>`: unique per model, sortable by a person."""
+def release_identity(
+    model_version: str, model_sha256: str, serving: ServingConfig | None = None
+) -> str:
+    """The sha256 of what a release serves: the model's bytes, the serving config, the version
+    label. Build-time facts (created_at, run, metrics, a forced reason) are left out, so building
+    the same thing twice gives the same release and deploying it again is a no-op."""
+    served = serving or ServingConfig()
+    identity = {
+        "model_sha256": model_sha256,
+        "model_version": model_version,
+        "serving": {
+            "max_batch": served.max_batch,
+            "max_request_bytes": served.max_request_bytes,
+            "resize": served.resize,
+        },
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def release_name(
+    model_version: str, model_sha256: str, serving: ServingConfig | None = None
+) -> str:
+    """`<version>-<12 hex of the release identity>`: one name per served content, readable."""
     version = _SAFE_NAME.sub("_", model_version).strip("._") or "local"
-    return f"{version[:40]}-{model_sha256[:12]}"
+    return f"{version[:40]}-{release_identity(model_version, model_sha256, serving)[:12]}"
 
 
 def is_release_name(name: str) -> bool:
@@ -253,9 +280,24 @@ def load_bundle(directory: str | Path, *, verify: bool = True) -> Bundle:
 
 
 def same_bundle(first: str | Path, second: str | Path) -> bool:
-    """Whether two bundle directories hold the same manifest (so the same files, once verified)."""
-    a, b = Path(first) / MANIFEST_FILE_NAME, Path(second) / MANIFEST_FILE_NAME
-    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+    """Whether two verified bundle directories serve the same thing: the same release identity
+    (model bytes, serving config, version label), whatever their build-time facts say."""
+    try:
+        a, b = load_bundle(first, verify=False), load_bundle(second, verify=False)
+        models = [manifest_checksums(bundle.directory).get(MODEL_FILE_NAME) for bundle in (a, b)]
+    except (DeployError, RecordError, OSError):
+        return False
+    # the record's model_sha256 must be the file the manifest vouches for, in both bundles
+    return (
+        a.info.release == b.info.release
+        and a.info.identity == b.info.identity
+        and models == [a.info.model_sha256, b.info.model_sha256]
+    )
+
+
+def manifest_checksums(directory: str | Path) -> dict[str, str]:
+    manifest = Path(directory) / MANIFEST_FILE_NAME
+    return parse_manifest(manifest.read_text(encoding="utf-8"), source=str(manifest))
 
 
 # --- a model file's metadata, read without torch ---------------------------------------------

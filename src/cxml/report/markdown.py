@@ -256,9 +256,24 @@ def gate_section(gate: GateResult) -> str:
     if not rows:
         return "#### Gate rules\n\n_No gate rules are configured (`evaluate.gate` in params.yaml)._"
     text = table(["rule", "value", "threshold", "result"], ["---", "---:", "---:", ":---"], rows)
+    text += skipped_rules_notice(gate)
     if gate.baseline_metrics is None:
         return f"#### Gate rules\n\n{text}"
     return f"#### Gate rules\n\n{text}\n\nBaseline: {escape_text(gate.baseline_description)}."
+
+
+def skipped_rules_notice(gate: GateResult) -> str:
+    """A skipped rule is a check that did not run: say so below the table, with the reason."""
+    skipped = gate.skipped_rules
+    if not skipped:
+        return ""
+    count = f"{len(skipped)} rule{'' if len(skipped) == 1 else 's'}"
+    why = escape_text(gate.baseline_description if gate.baseline_metrics is None else "")
+    why = why or escape_text(skipped[0].reason or "no baseline")
+    return (
+        f"\n\n> ⚠️ **{count} not checked**: {why}. "
+        "Set `evaluate.require_baseline: true` to fail instead of skipping."
+    )
 
 
 def params_section(data: ReportData) -> str:

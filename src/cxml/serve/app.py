@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from cxml import __version__
 from cxml.core.console import info
 from cxml.serve.admission import RETRY_AFTER_S, Admission, Overloaded
+from cxml.serve.batching import Batcher
 from cxml.serve.metrics import ServiceMetrics
 from cxml.serve.requests import (
     CLIENT_CLOSED,
@@ -31,7 +32,12 @@ if TYPE_CHECKING:
 INTERNAL_ERROR = "internal error while answering this request; the server log has the details"
 
 
-def create_app(service: PredictionService) -> FastAPI:
+WORKER_HEADER = "x-cxml-worker"
+"""Which worker (0, 1, ...) answered a /predict: shows how the load spreads across workers."""
+
+
+def create_app(service: PredictionService, worker: int = 0) -> FastAPI:
+    """The app of one worker; its threads (decoding, inference) start here, after any fork."""
     from fastapi import FastAPI, Response
 
     app = FastAPI(
@@ -39,6 +45,16 @@ def create_app(service: PredictionService) -> FastAPI:
     )
     settings = service.settings
     admission = Admission(settings.max_active, settings.max_queue)
+    on_their_way = [0]  # requests admitted and not yet handed to the batcher (read or decoding)
+    batcher = Batcher(
+        service.classify,
+        admission.infer,
+        max_images=settings.max_batch,
+        max_delay_s=settings.max_delay_ms / 1000,
+        on_batch=service.metrics.record_batch,
+        company_coming=lambda: on_their_way[0] > 0,
+    )
+    worker_header = {WORKER_HEADER: str(worker)}
 
     def json_response(
         payload: object, status: int = 200, headers: dict[str, str] | None = None
@@ -54,20 +70,26 @@ def create_app(service: PredictionService) -> FastAPI:
         return service.decode(images_of(sent, settings))
 
     # Plain Starlette routes: no dependency injection on the hot path, and the handlers own parsing.
-    # The event loop only reads and answers; parsing, decoding and the model run in admission's
-    # threads, so /healthz answers at once however busy /predict is.
+    # The event loop only reads and answers; parsing and decoding run in admission's threads and
+    # the model in its inference thread, so /healthz answers at once however busy /predict is.
+    # A work slot covers decoding only: decoded requests wait in the batcher (still counted by
+    # admission), so concurrent requests can share one forward pass.
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         try:
             with admission.admit():
-                sent = await read_predict_request(request, settings)
-                async with admission.work_slot():
-                    if await request.is_disconnected():  # gave up while waiting: spare the work
-                        raise RequestError(
-                            CLIENT_CLOSED, "the client left while its request waited"
-                        )
-                    batch = await admission.decode(lambda: decode(sent))
-                    result = await admission.infer(lambda: service.answer(batch))
+                on_their_way[0] += 1
+                try:
+                    sent = await read_predict_request(request, settings)
+                    async with admission.work_slot():
+                        if await request.is_disconnected():  # gave up while waiting: spare work
+                            raise RequestError(
+                                CLIENT_CLOSED, "the client left while its request waited"
+                            )
+                        batch = await admission.decode(lambda: decode(sent))
+                finally:
+                    on_their_way[0] -= 1
+                rows = await batcher.classify_batched(batch)
         except Overloaded:
             return json_response(
                 {"error": admission.overload_message()},
@@ -76,8 +98,9 @@ def create_app(service: PredictionService) -> FastAPI:
             )
         except RequestError as exc:
             return json_response({"error": exc.message}, exc.status)
+        answer = service.answer_rows(rows)
         service.metrics.record_prediction(time.perf_counter() - started, int(batch.shape[0]))
-        return json_response(result)
+        return json_response(answer, headers=worker_header)
 
     async def healthz(request: Request) -> Response:
         if not service.ready:
@@ -173,14 +196,17 @@ def serve_one(
     settings: ServeSettings,
     listener: socket.socket | None = None,
     metrics: ServiceMetrics | None = None,
+    service: PredictionService | None = None,
+    worker: int = 0,
 ) -> None:
-    """Load the model, run one warm-up batch, then answer requests (one process)."""
-    service = PredictionService(settings, metrics)
+    """Load the model (unless a supervisor loaded it before forking), warm up, answer requests."""
+    if service is None:
+        service = PredictionService(settings, metrics)
     service.warm_up()
-    app = create_app(service)
+    app = create_app(service, worker)
     info(
         f"serving model {settings.model_version} (release {settings.release_name}) on "
         f"http://{settings.host}:{settings.port} [{service.device}, pid {os.getpid()}, "
-        f"{settings.threads} thread(s)]"
+        f"worker {worker}, {settings.threads} thread(s)]"
     )
     run_server(app, settings, listener)

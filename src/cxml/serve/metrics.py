@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+"""Upper bounds of the cxml_batch_images histogram: images per forward pass."""
 ENDPOINTS = ("/predict", "/healthz", "/version", "/metrics")
 """Paths counted one by one; any other path (a 404, say) is counted as endpoint "other"."""
 STATUS_CODES = (200, 400, 404, 405, 413, 415, 422, 499, 500, 503)
@@ -24,8 +26,10 @@ class ServiceMetrics:
         self._answers = (len(ENDPOINTS) + 1) * self._codes
         self._buckets = len(LATENCY_BUCKETS_S)
         # layout: answers per endpoint and code | histogram buckets |
-        #         latency sum, latency count, images, errors
-        self._values = multiprocessing.RawArray("d", self._answers + self._buckets + 4)
+        #         latency sum, latency count, images, errors |
+        #         batch-size buckets, batch images sum, batch count
+        self._batches_at = self._answers + self._buckets + 4
+        self._values = multiprocessing.RawArray("d", self._batches_at + len(BATCH_BUCKETS) + 2)
         self._lock = multiprocessing.Lock()
 
     def record_response(self, path: str, status: int) -> None:
@@ -49,13 +53,27 @@ class ServiceMetrics:
                 if seconds <= bound:
                     values[self._answers + index] += 1
 
+    def record_batch(self, images: int) -> None:
+        """One forward pass of `images` images (requests batched together, or one alone)."""
+        at = self._batches_at
+        with self._lock:
+            values = self._values
+            for index, bound in enumerate(BATCH_BUCKETS):
+                if images <= bound:
+                    values[at + index] += 1
+            values[at + len(BATCH_BUCKETS)] += images
+            values[at + len(BATCH_BUCKETS) + 1] += 1
+
     def render(self, model_version: str, release_name: str) -> str:
         with self._lock:
             values = list(self._values)
         endpoints = [*ENDPOINTS, "other"]
         codes = [*(str(c) for c in STATUS_CODES), "other"]
         buckets = values[self._answers : self._answers + self._buckets]
-        latency_sum, latency_count, images, errors = values[self._answers + self._buckets :]
+        latency_sum, latency_count, images, errors = values[
+            self._answers + self._buckets : self._batches_at
+        ]
+        batch_values = values[self._batches_at :]
         lines = [
             "# HELP cxml_requests_total Requests answered, by endpoint and status code.",
             "# TYPE cxml_requests_total counter",
@@ -83,6 +101,16 @@ class ServiceMetrics:
             f'cxml_predict_latency_seconds_bucket{{le="+Inf"}} {int(latency_count)}',
             f"cxml_predict_latency_seconds_sum {latency_sum:.6f}",
             f"cxml_predict_latency_seconds_count {int(latency_count)}",
+            "# HELP cxml_batch_images Images per forward pass (concurrent requests batched).",
+            "# TYPE cxml_batch_images histogram",
+        ]
+        for bound, count in zip(BATCH_BUCKETS, batch_values, strict=False):
+            lines.append(f'cxml_batch_images_bucket{{le="{bound}"}} {int(count)}')
+        batch_sum, batch_count = batch_values[len(BATCH_BUCKETS) :]
+        lines += [
+            f'cxml_batch_images_bucket{{le="+Inf"}} {int(batch_count)}',
+            f"cxml_batch_images_sum {int(batch_sum)}",
+            f"cxml_batch_images_count {int(batch_count)}",
             "# HELP cxml_model_info The model version being served.",
             "# TYPE cxml_model_info gauge",
             f'cxml_model_info{{model_version="{_label(model_version)}",'

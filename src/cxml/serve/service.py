@@ -27,7 +27,9 @@ class PredictionService:
 
         self.settings = settings
         self.device = resolve_device(settings.device)
-        torch.set_num_threads(settings.threads)
+        # Loading is single-threaded, so a pre-fork supervisor has no torch thread pool to pass to
+        # its workers; each sets its own thread count in warm_up, after the fork.
+        torch.set_num_threads(1)
         self.model, self.metadata = load_pixel_model(settings, self.device)
         self.ready = False
         self.metrics = metrics if metrics is not None else ServiceMetrics()
@@ -36,6 +38,7 @@ class PredictionService:
         """Run one batch through the model, so the first request is not the slow one."""
         import torch
 
+        torch.set_num_threads(self.settings.threads)
         channels, height, width = self.metadata.input_size
         blank = torch.zeros((2, channels, height, width), dtype=torch.uint8)
         self.classify(blank)
@@ -74,7 +77,10 @@ class PredictionService:
 
     def answer(self, batch: torch.Tensor) -> dict[str, Any]:
         """A decoded batch -> the /predict answer: the class and probabilities of each image."""
-        rows = self.classify(batch)
+        return self.answer_rows(self.classify(batch))
+
+    def answer_rows(self, rows: list[list[float]]) -> dict[str, Any]:
+        """Class probabilities (one row per image) -> the /predict answer."""
         names = self.metadata.class_names
         predictions = []
         for row in rows:

@@ -18,6 +18,11 @@ DEFAULT_MAX_QUEUE = 32
 Big enough for a burst of small requests, small enough that waiting bodies (each up to
 max_request_bytes) cannot exhaust memory."""
 
+DEFAULT_MAX_DELAY_MS = 2.0
+"""How long a request may wait for others to share its forward pass when the model is idle.
+Provisional, measured on a shared (loaded) 2-core machine: see benchmarks/README.md. Under load
+batches fill while the previous one runs, so this only costs latency when traffic is light."""
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -29,6 +34,8 @@ class ServeSettings:
     threads: int = 1
     workers: int = 1
     max_batch: int = 64
+    """Most images in one request, and in one forward pass of batched requests."""
+    max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     max_request_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     resize: bool = True

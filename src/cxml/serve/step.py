@@ -11,6 +11,7 @@ from cxml.core.errors import ConfigError
 from cxml.records import release as bundle
 from cxml.serve.app import serve_one
 from cxml.serve.settings import (
+    DEFAULT_MAX_DELAY_MS,
     DEFAULT_MAX_QUEUE,
     ServeSettings,
     default_active,
@@ -62,7 +63,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-batch",
         type=int,
         default=None,
-        help="most images in one request (default from the release, 64)",
+        help="most images in one request, and in one forward pass of requests batched together "
+        "(default from the release, 64)",
+    )
+    parser.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=DEFAULT_MAX_DELAY_MS,
+        help="how long a request may wait for others to share its forward pass when the model is "
+        "idle; under load batches fill while the previous one runs (default "
+        f"{DEFAULT_MAX_DELAY_MS:g}, provisional: measured on a loaded 2-core machine, see "
+        "benchmarks/README.md; 0 batches only what arrives while a batch runs)",
     )
     parser.add_argument(
         "--max-request-bytes", type=int, default=None, help="largest request body (default 8 MiB)"
@@ -116,6 +127,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if not 0 <= args.max_delay_ms <= 10_000:
+        raise ConfigError("--max-delay-ms: must be between 0 and 10000 (milliseconds)")
     if args.max_queue < 0:
         raise ConfigError("--max-queue: must be 0 (no waiting) or more")
     return ServeSettings(
@@ -131,6 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         resize=serving.resize and not args.no_resize,
         max_active=max_active,
         max_queue=args.max_queue,
+        max_delay_ms=args.max_delay_ms,
         model_version=model_version,
         release_name=release_name,
     )

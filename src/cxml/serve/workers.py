@@ -1,4 +1,5 @@
-"""The pre-fork supervisor: several serving processes on one listening socket, stopped together."""
+"""The pre-fork supervisor: the model loaded once, several serving processes forked from it (each
+on its own socket of one port), stopped together."""
 
 from __future__ import annotations
 
@@ -13,41 +14,66 @@ from cxml.core.console import run_entry_point
 from cxml.core.errors import ConfigError
 from cxml.serve.app import serve_one
 from cxml.serve.metrics import ServiceMetrics
+from cxml.serve.service import PredictionService
 from cxml.serve.settings import ServeSettings
 
 
-def bind_listener(settings: ServeSettings) -> socket.socket:
+def bind_listeners(settings: ServeSettings) -> list[socket.socket]:
+    """One listening socket per worker, all on the port (SO_REUSEPORT): the kernel spreads new
+    connections evenly across them, where one shared socket goes to whichever worker wakes first
+    (measured: one worker took every request while the other idled)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listeners: list[socket.socket] = []
+    port = settings.port
     try:
-        listener.bind((settings.host, settings.port))
+        for _ in range(settings.workers):
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind((settings.host, port))
+            port = listener.getsockname()[1]  # port 0: the others join the one the first got
+            listener.listen(2048)
+            listener.set_inheritable(True)
     except OSError as exc:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise ConfigError(
             f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); pick "
             "another --port"
         ) from None
-    listener.listen(2048)
-    listener.set_inheritable(True)
-    return listener
+    return listeners
 
 
 def serve_workers(settings: ServeSettings) -> int:
-    """Fork `workers` processes on one listening socket (before torch is imported); supervise them.
+    """Load the model once, then fork `workers` processes that share it copy-on-write, each on its
+    own socket; supervise them.
 
-    A worker that fails to start (say, a model that does not load) stops the others and its exit
-    code becomes this process's; SIGTERM is passed on, and each worker finishes its requests.
+    Threads (decoding, inference, torch's pool) start in each worker after the fork. A worker that
+    fails (say, while warming up) stops the others and its exit code becomes this process's;
+    SIGTERM is passed on, and each worker finishes its requests.
     """
-    listener = bind_listener(settings)
+    listeners = bind_listeners(settings)
     metrics = ServiceMetrics()
+    try:
+        service = PredictionService(settings, metrics)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
     children: list[int] = []
-    for _ in range(settings.workers):
+    for index, listener in enumerate(listeners):
+        sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            os._exit(_worker_main(settings, listener, metrics))
+            for other in listeners:
+                if other is not listener:
+                    other.close()
+            os._exit(_worker_main(settings, listener, service, index))
         children.append(pid)
-    listener.close()
+    for listener in listeners:
+        listener.close()
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -70,11 +96,13 @@ def serve_workers(settings: ServeSettings) -> int:
     return exit_code
 
 
-def _worker_main(settings: ServeSettings, listener: socket.socket, metrics: ServiceMetrics) -> int:
+def _worker_main(
+    settings: ServeSettings, listener: socket.socket, service: PredictionService, index: int
+) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        return run_entry_point(lambda _argv: _serve_and_return(settings, listener, metrics), [])
+        return run_entry_point(lambda _argv: _serve_and_return(listener, service, index), [])
     except BaseException:
         traceback.print_exc()
         return 1
@@ -83,8 +111,6 @@ def _worker_main(settings: ServeSettings, listener: socket.socket, metrics: Serv
         sys.stderr.flush()
 
 
-def _serve_and_return(
-    settings: ServeSettings, listener: socket.socket, metrics: ServiceMetrics
-) -> int:
-    serve_one(settings, listener, metrics)
+def _serve_and_return(listener: socket.socket, service: PredictionService, index: int) -> int:
+    serve_one(service.settings, listener, service=service, worker=index)
     return 0

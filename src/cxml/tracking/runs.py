@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxml.core.errors import TrackingError
 from cxml.core.redact import redact_uri
 from cxml.tracking.client import client, quiet_mlflow, resolve_tracking_uri
 from cxml.tracking.registry import CANDIDATE, set_model_alias
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class RunLogger:
-    """Logs one training run to MLflow; a tracking failure warns and training carries on."""
+    """Logs one training run to MLflow. A tracking failure stops training (TrackingError) while
+    `tracking.required` holds; with `tracking.required: false` it warns and training carries on."""
 
     def __init__(self, params: Params, *, enabled: bool) -> None:
         self.params = params
@@ -32,6 +34,17 @@ class RunLogger:
         from cxml.core import console
 
         detail = redact_uri(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if self.run_id is not None:
+            with contextlib.suppress(Exception):
+                import mlflow
+
+                mlflow.end_run(status="FAILED")
+        if self.params.tracking.required:
+            raise TrackingError(
+                f"MLflow: {what} failed ({detail}); fix the tracking server or "
+                "MLFLOW_TRACKING_URI, or set tracking.required: false in params.yaml to train "
+                "without tracking"
+            ) from None
         console.warn(f"MLflow: {what} failed ({detail}); training goes on without tracking")
         self.enabled = False
         self.run_id = None
@@ -90,10 +103,6 @@ class RunLogger:
             return version
         except Exception as exc:
             self._warn_and_disable("logging the model", exc)
-            with contextlib.suppress(Exception):
-                import mlflow
-
-                mlflow.end_run(status="FAILED")
             return None
 
 

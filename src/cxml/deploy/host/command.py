@@ -4,24 +4,29 @@
 JSON object on stdout; progress goes to stderr, a failure is one `error:` line and a non-zero exit.
 Layout under ROOT: releases/<release>/ (verified bundles), incoming/ (uploads not yet verified),
 services/<release>.json (the running service of a release), logs/, state.json, deploy.lock and the
-`current` / `previous` symlinks.
+`current` / `previous` symlinks; journal.json while a swap is under way, runs/ for the logs and
+results of detached deploys.
+
+`activate` and `rollback` run detached from the SSH session (see cxml.deploy.host.detach): a
+client that is cancelled or loses its connection mid-swap leaves the host to finish the swap.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cxml.core.console import run_entry_point
 from cxml.core.errors import ConfigError
-from cxml.deploy.host import releases
+from cxml.deploy.host import detach, releases, setup
 from cxml.deploy.host.settings import HostSettings, add_arguments
 from cxml.records.release import is_release_name
 
-COMMANDS = ("prepare", "activate", "rollback", "discard", "status")
+COMMANDS = ("prepare", "activate", "rollback", "discard", "status", "setup")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,14 +41,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--staging", help="uploaded directory under ROOT/incoming (activate, discard)"
     )
     parser.add_argument("--forced-reason", help="why the gate was skipped (activate)")
+    parser.add_argument(
+        "--attached",
+        action="store_true",
+        help="run activate/rollback in this process, not detached from the SSH session",
+    )
+    parser.add_argument("--worker-run", help=argparse.SUPPRESS)  # set for the detached worker
     add_arguments(parser, root_required=True)
+    setup.add_setup_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    args = parse_args(arguments)
     settings = HostSettings.from_args(args)
-    result = run_command(args, settings)
+    if args.command == "activate":
+        release_arg(args)  # bad input is refused here, not in the detached worker
+    if args.worker_run:
+        return detach.run_as_worker(settings, args.worker_run, lambda: run_command(args, settings))
+    if args.command in detach.DETACHED_COMMANDS and not args.attached:
+        result = detach.run_detached(settings, arguments)
+    else:
+        result = run_command(args, settings)
     print(json.dumps(result), flush=True)
     return 0
 
@@ -60,6 +80,8 @@ def run_command(args: argparse.Namespace, settings: HostSettings) -> dict[str, A
         if not args.staging:
             raise ConfigError("discard needs --staging")
         return releases.discard(settings, Path(args.staging))
+    if args.command == "setup":
+        return setup.setup_from_args(args, settings)
     return releases.status(settings)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 import stat
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from cxml.core.errors import ConfigError, DeployError, RecordError
 from cxml.deploy.host.health import wait_for_public, wait_until_serving
+from cxml.deploy.host.journal import Journal, clear_journal, replay_journal, write_journal
 from cxml.deploy.host.lock import deploy_lock
 from cxml.deploy.host.progress import log
 from cxml.deploy.host.proxy import read_proxy_config, restore_proxy, switch_proxy
@@ -19,9 +21,12 @@ from cxml.deploy.host.services import (
     Service,
     forget_service,
     load_service,
+    orphans,
+    recorded_services,
     save_service,
     service_alive,
     start_service,
+    stop_orphan,
     stop_service,
 )
 from cxml.deploy.host.settings import HostSettings
@@ -33,7 +38,7 @@ from cxml.deploy.host.state import (
     releases_to_prune,
     write_state,
 )
-from cxml.records.release import load_bundle, same_bundle, verify_bundle
+from cxml.records.release import is_release_name, load_bundle, same_bundle, verify_bundle
 
 STALE_UPLOAD_S = 3600.0
 
@@ -57,7 +62,17 @@ def prepare(settings: HostSettings) -> dict[str, Any]:
         "current": state.current,
         "previous": state.previous,
         "releases": state.releases,
+        "installed": installed_releases(settings),
     }
+
+
+def installed_releases(settings: HostSettings) -> list[str]:
+    """Release directories under releases/ (checked again before one is activated)."""
+    return sorted(
+        path.name
+        for path in settings.releases_dir.iterdir()
+        if is_release_name(path.name) and path.is_dir() and not path.is_symlink()
+    )
 
 
 def install_upload(settings: HostSettings, release: str, staging: Path) -> None:
@@ -83,10 +98,11 @@ def install_upload(settings: HostSettings, release: str, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         if not same:
             raise DeployError(
-                f"{target} exists with other contents; remove it on the host or deploy "
-                "another version"
+                f"{target} exists and serves something else (another model, serving config or "
+                "version under the same name); remove it on the host or deploy another version"
             )
         verify_bundle(target)
+        log(f"release {release} is already installed and verified; reusing it")
         return
     os.rename(staging, target)
 
@@ -139,23 +155,33 @@ def chmod_no_follow(path: Path, mode: int, *, directory: bool = False) -> None:
 def swap_to(
     settings: HostSettings, state: HostState, release: str, action: str, **details: Any
 ) -> dict[str, Any]:
-    """Start `release`, check it, switch the proxy to it, stop the old one; roll back on failure."""
+    """Start `release`, check it, switch the proxy to it, stop the old one; roll back on failure.
+
+    Each step is written to the journal first, so a swap cut short is finished or undone by the
+    next command (see cxml.deploy.host.journal)."""
     old_service = load_service(settings, state.current)
     if old_service is not None and not service_alive(settings, old_service):
         old_service = None
     if state.current == release and old_service is not None:
-        log(f"release {release} is already serving on port {old_service.port}")
+        message = f"release {release} is already serving on {socket.gethostname()}; nothing to do"
+        log(f"{message} (port {old_service.port})")
+        stop_stray_services(settings, state)
         return {
             "release": release,
             "previous": state.previous,
             "port": old_service.port,
             "changed": False,
+            "message": message,
         }
     log(f"starting release {release} ({settings.mode} mode)")
     proxy_before = read_proxy_config(settings)
+    journal = Journal(action, release, "starting", old=old_service, proxy_before=proxy_before)
+    write_journal(settings, journal)
     new_service: Service | None = None
     try:
         new_service = start_service(settings, release)  # in here: a failed build or run rolls back
+        journal = Journal(action, release, "started", old_service, new_service, proxy_before)
+        write_journal(settings, journal)
         wait_until_serving(settings, new_service)
         log(f"release {release} is healthy on port {new_service.port}; switching the proxy")
         switch_proxy(settings, new_service.port)
@@ -164,6 +190,7 @@ def swap_to(
         if new_service is not None:
             stop_service(settings, new_service, grace_s=5.0)
         restore_proxy(settings, proxy_before)
+        clear_journal(settings)
         still = (
             f"release {state.current} still serving"
             if old_service
@@ -173,6 +200,8 @@ def swap_to(
         write_state(settings, state)
         raise DeployError(f"{exc}; rolled back, {still}") from None
     save_service(settings, new_service)
+    # the journal says "switched" before state.json does: a crash between the two is undone
+    write_journal(settings, Journal(action, release, "switched", old_service, new_service))
     new_state = after_switch(state, release)
     record_event(new_state, action, release, "ok", **details)
     write_state(settings, new_state)
@@ -181,6 +210,8 @@ def swap_to(
         log(f"stopping release {old_service.release} (port {old_service.port})")
         stop_service(settings, old_service)
         forget_service(settings, old_service.release)
+    clear_journal(settings)
+    stop_stray_services(settings, new_state)
     prune(settings, new_state)
     return {
         "release": release,
@@ -190,16 +221,39 @@ def swap_to(
     }
 
 
+def stop_stray_services(settings: HostSettings, state: HostState) -> None:
+    """Stop what serves under this root besides the current release: services whose records
+    name another release (left by an older cxml whose deploy died mid-drain) and `cxml serve`
+    processes of this root that no record owns. Containers no record owns are only reported by
+    `status`: their names do not say which root started them."""
+    for service in recorded_services(settings):
+        if service.release == state.current:
+            continue
+        if service_alive(settings, service):
+            log(f"stopping release {service.release} (port {service.port}): it is not current")
+            stop_service(settings, service)
+        forget_service(settings, service.release)
+    for orphan in orphans(settings):
+        if "pid" in orphan:
+            log(f"stopping a serving process of release {orphan['release']} that no record owns")
+            stop_orphan(settings, orphan)
+
+
 def prune(settings: HostSettings, state: HostState) -> None:
+    """Keep the newest `keep` releases that were live; drop installs that never were (failed)."""
     doomed = releases_to_prune(state, settings.keep)
-    if not doomed:
-        return
-    for release in doomed:
+    never_live = [
+        path.name
+        for path in settings.releases_dir.iterdir()
+        if path.name not in state.releases and path.name not in (state.current, state.previous)
+    ]
+    for release in [*doomed, *never_live]:
         log(f"removing old release {release}")
         shutil.rmtree(settings.releases_dir / release, ignore_errors=True)
         forget_service(settings, release)
-    state.releases = [r for r in state.releases if r not in doomed]
-    write_state(settings, state)
+    if doomed:
+        state.releases = [r for r in state.releases if r not in doomed]
+        write_state(settings, state)
 
 
 def activate(
@@ -207,13 +261,16 @@ def activate(
 ) -> dict[str, Any]:
     with deploy_lock(settings, f"deploy of {release}"):
         prepare(settings)
+        replay_journal(settings)
         if staging is not None:
             install_upload(settings, release, staging)
         if not (settings.releases_dir / release).is_dir():
             raise DeployError(f"release {release} is not installed on the host; deploy it first")
+        if staging is None:
+            verify_bundle(settings.releases_dir / release)
+            log(f"release {release} is already installed; verified it again, reusing it")
+        # a release joins state.releases (and takes a --keep slot) once it has served
         state = read_state(settings)
-        if release not in state.releases:
-            state.releases.append(release)
         result = swap_to(settings, state, release, "deploy", forced_reason=forced_reason)
         result["record"] = load_bundle(settings.releases_dir / release, verify=False).info.to_dict()
         return result
@@ -221,6 +278,7 @@ def activate(
 
 def rollback(settings: HostSettings) -> dict[str, Any]:
     with deploy_lock(settings, "rollback"):
+        replay_journal(settings)
         state = read_state(settings)
         target = state.previous
         if target is None:
@@ -241,13 +299,32 @@ def discard(settings: HostSettings, staging: Path) -> dict[str, Any]:
 
 
 def status(settings: HostSettings) -> dict[str, Any]:
+    """The host's releases and every service; a swap cut short is ended first (waiting for one in
+    flight), and serving processes or containers that no record owns are listed as orphans."""
+    if settings.journal_file.exists():
+        with deploy_lock(settings, "status"):
+            replay_journal(settings)
     state = read_state(settings)
     service = load_service(settings, state.current)
+    services = [
+        {
+            "release": s.release,
+            "mode": s.mode,
+            "port": s.port,
+            "pid": s.pid,
+            "container": s.container,
+            "alive": service_alive(settings, s),
+            "current": s.release == state.current,
+        }
+        for s in recorded_services(settings)
+    ]
     return {
         "current": state.current,
         "previous": state.previous,
         "releases": state.releases,
         "serving": bool(service and service_alive(settings, service)),
         "port": service.port if service else None,
+        "services": services,
+        "orphans": orphans(settings),
         "history": state.history[-10:],
     }

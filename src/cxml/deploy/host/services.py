@@ -190,3 +190,86 @@ def load_service(settings: HostSettings, release: str | None) -> Service | None:
 
 def forget_service(settings: HostSettings, release: str) -> None:
     (settings.services_dir / f"{release}.json").unlink(missing_ok=True)
+
+
+def recorded_services(settings: HostSettings) -> list[Service]:
+    """Every service record under services/, one per release that has a running service."""
+    if not settings.services_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(settings.services_dir.glob("*.json")):
+        service = load_service(settings, path.stem)
+        if service is not None:
+            found.append(service)
+    return found
+
+
+def serve_processes(settings: HostSettings) -> dict[int, str]:
+    """`cxml serve` processes serving a release under this root: session id -> release.
+
+    A service is started in its own session and its pre-forked workers share it, so the session
+    (the service's pid) names the service whatever its worker count."""
+    releases_prefix = f"{settings.releases_dir}/"
+    sessions: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if "cxml.serve" not in words or "--bundle" not in words:
+            continue
+        bundle_index = words.index("--bundle") + 1
+        bundle = words[bundle_index] if bundle_index < len(words) else ""
+        if not bundle.startswith(releases_prefix):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            continue
+        sessions[int(fields[3])] = bundle[len(releases_prefix) :].split("/")[0]
+    return sessions
+
+
+def serve_containers(settings: HostSettings) -> list[str]:
+    """Names of the serving containers cxml started (running or not); none outside docker mode."""
+    if settings.mode != "docker":
+        return []
+    result = run_docker(
+        settings,
+        ["ps", "-a", "--filter", "name=cxml-serve-", "--format", "{{.Names}}"],
+        check=False,
+    )
+    if result.returncode != 0:
+        return []
+    return [name.strip() for name in result.stdout.splitlines() if name.strip()]
+
+
+def orphans(settings: HostSettings) -> list[dict[str, object]]:
+    """Serving processes and containers under this root that no service record owns."""
+    records = recorded_services(settings)
+    owned_pids = {s.pid for s in records if s.pid is not None}
+    owned_containers = {s.container for s in records if s.container}
+    found: list[dict[str, object]] = [
+        {"release": release, "pid": session}
+        for session, release in sorted(serve_processes(settings).items())
+        if session not in owned_pids
+    ]
+    found += [
+        {"container": name} for name in serve_containers(settings) if name not in owned_containers
+    ]
+    return found
+
+
+def stop_orphan(settings: HostSettings, orphan: dict[str, object]) -> None:
+    """Stop a serving process (its whole session) or container that no record owns."""
+    pid, container = orphan.get("pid"), orphan.get("container")
+    if isinstance(pid, int):
+        stop_service(
+            settings,
+            Service(release=str(orphan.get("release")), mode="process", port=0, pid=pid,
+                    pid_start=process_start_time(pid)),
+        )  # fmt: skip
+    elif isinstance(container, str):
+        stop_service(settings, Service(release="", mode="docker", port=0, container=container))

@@ -65,6 +65,15 @@ class HostSettings:
     def lock_file(self) -> Path:
         return self.root / "deploy.lock"
 
+    @property
+    def journal_file(self) -> Path:
+        return self.root / "journal.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Logs and results of the host's detached deploy workers."""
+        return self.root / "runs"
+
     def to_argv(self) -> list[str]:
         """The options `from_args` reads back into these settings, every one spelled out (an older
         host may have other defaults); `--name=value`, so a value may start with `-`."""

@@ -89,6 +89,11 @@ def pick_forge(args: argparse.Namespace, *, commit: str | None) -> Forge:
         return github_forge(args, commit)
     if env.get(env.CI_MERGE_REQUEST_IID) and args.target != "none":
         return gitlab_forge(args, commit)
+    if args.target == "pr" and not getattr(args, "dry_run", False):
+        raise ConfigError(
+            "--target pr: no pull request here (not in a GitHub Actions pull_request job or a "
+            "GitLab merge-request pipeline); pass --repo OWNER/NAME --pr N, or --dry-run to preview"
+        )
     return Nowhere("not in a GitHub Actions job or a GitLab merge-request pipeline", commit)
 
 
