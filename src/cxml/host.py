@@ -119,18 +119,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --install: a wheel or source directory on the host to install from "
         "(default: cxml from the package index)",
     )
-    setup.add_argument(
-        "--ssh-key-file", help=f"private key file (default: the key in ${env.CXML_SSH_KEY})"
-    )
-    setup.add_argument(
-        "--known-hosts", help=f"known_hosts lines for the hosts (default ${env.CXML_KNOWN_HOSTS})"
-    )
-    setup.add_argument("--known-hosts-file", help="a known_hosts file to trust")
-    setup.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        help="trust the host key seen on first connect (warned)",
-    )
+    keys.add_credential_arguments(setup, hosts="the hosts")
     args = parser.parse_args(argv)
     if args.install_from and not args.install:
         parser.error("--install-from needs --install")

@@ -564,18 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssh_group.add_argument("--host", help="serving host name or address (without --env)")
     ssh_group.add_argument("--user", help="SSH user (default: the SSH client's default)")
     ssh_group.add_argument("--port", type=int, default=22, help="SSH port (default 22)")
-    ssh_group.add_argument(
-        "--ssh-key-file", help=f"private key file (default: the key in ${env.CXML_SSH_KEY})"
-    )
-    ssh_group.add_argument(
-        "--known-hosts", help=f"known_hosts lines for the host (default ${env.CXML_KNOWN_HOSTS})"
-    )
-    ssh_group.add_argument("--known-hosts-file", help="a known_hosts file to trust")
-    ssh_group.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        help="trust the host key seen on first connect (warned)",
-    )
+    keys.add_credential_arguments(ssh_group)
     ssh_group.add_argument(
         "--upload-limit-kbit", type=int, help="limit the upload bandwidth (Kbit/s)"
     )

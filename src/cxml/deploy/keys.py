@@ -12,6 +12,7 @@ the next deploy once that pid is gone.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxml.core.env import CXML_KNOWN_HOSTS, CXML_SSH_KEY
 from cxml.core.errors import ConfigError, DeployError
 
 PRIVATE_DIR_PREFIX = "cxml-ssh-"
@@ -293,3 +295,21 @@ def stop_agent(watcher: subprocess.Popen[str], agent_pid: int | None) -> None:
     except subprocess.TimeoutExpired:
         watcher.kill()
         watcher.wait(timeout=5)
+
+
+def add_credential_arguments(
+    parser: argparse._ActionsContainer, *, hosts: str = "the host"
+) -> None:
+    """The SSH key and host-key options every command that connects to a host takes."""
+    parser.add_argument(
+        "--ssh-key-file", help=f"private key file (default: the key in ${CXML_SSH_KEY})"
+    )
+    parser.add_argument(
+        "--known-hosts", help=f"known_hosts lines for {hosts} (default ${CXML_KNOWN_HOSTS})"
+    )
+    parser.add_argument("--known-hosts-file", help="a known_hosts file to trust")
+    parser.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust the host key seen on first connect (warned)",
+    )
