@@ -7,9 +7,9 @@ For each server it also reports start-to-healthy time, idle RSS and PSS of its w
 (PSS counts pages shared between processes once), and the CPU split between its processes under
 single-image load.
 
-Claim: none recorded from this version yet. The figures in benchmarks/README.md under "serve_latency
-(issue 17)" are a smoke run on a loaded, shared 2-core machine and only show that the script works.
-The targets (issue 17): ResNet-18 at 32x32, single-image clients at 4-16 concurrency: >= 3x mlflow's
+Recorded in benchmarks/README.md under "Issue 17": a quiet-machine table from before the batching
+and memory fixes, the `--stages` profile, and the table after them (taken on a loaded machine, so
+its ratios still need a quiet re-run). The targets (issue 17): ResNet-18 at 32x32, single-image clients at 4-16 concurrency: >= 3x mlflow's
 req/s and >= 1.5x the minimal app's at no worse p99; 16-image batches >= 1.5x the minimal app's
 img/s; idle PSS <= mlflow's.
 
@@ -20,6 +20,8 @@ benchmarks/minimal_fastapi.py (uvicorn, 2 workers, eager torch, one torch thread
 
     .venv/bin/python benchmarks/serve_latency.py --architecture resnet18 --input-size 3x32x32
         [--rounds 3] [--seconds 10] [--batches 1,4,16,64] [--clients 1,4,16] [--client wrk|python]
+    .venv/bin/python benchmarks/serve_latency.py --stages --architecture resnet18 --input-size 3x32x32
+    (where one request's time goes in cxml: parse, decode, forward pass by batch size, JSON)
     (a smoke run, a few minutes on 2 cores: --rounds 1 --seconds 1 --warmup 0.5 --batches 1,16
     --clients 1,4 --client python --architecture resnet18 --input-size 3x16x16)
     (wrk from `apt-get install wrk` is the default client when found; `--client python` uses httpx
@@ -376,6 +378,72 @@ def cpu_split(before: dict[int, int], after: dict[int, int]) -> list[float]:
     )
 
 
+def stage_timings(model_file: Path, repeats: int = 200) -> None:
+    """Where one /predict spends its time in cxml, stage by stage, in this process (no HTTP): the
+    profile behind the single-client comparison with the minimal app."""
+    import asyncio
+    import timeit
+
+    import torch
+    from starlette.requests import Request
+
+    from cxml.serve.app import json_text
+    from cxml.serve.requests import images_of, read_predict_request
+    from cxml.serve.service import PredictionService
+    from cxml.serve.settings import ServeSettings
+
+    settings = ServeSettings(model_path=model_file, release=None)
+    service = PredictionService(settings)
+    service.warm_up()
+    input_size = service.metadata.input_size
+    body, content_type = multipart_body(png_images(1, input_size))
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    async def parse() -> Any:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+        return await read_predict_request(Request(scope, receive), settings)
+
+    loop = asyncio.new_event_loop()
+    sent = loop.run_until_complete(parse())
+    one = service.decode(images_of(sent, settings))
+    rows = service.classify(one)
+    sixteen = png_images(16, input_size)
+    stages: list[tuple[str, Any, int]] = [
+        ("multipart read + parse (event loop)", lambda: loop.run_until_complete(parse()), repeats),
+        (
+            "PNG decode, 1 image (thread pool)",
+            lambda: service.decode(images_of(sent, settings)),
+            repeats,
+        ),
+        ("PNG decode, 16 images", lambda: service.decode(sixteen), repeats // 10),
+        (
+            "drift summary + metrics",
+            lambda: service.metrics.record_images([len(body)], service.input_summary(one)),
+            repeats,
+        ),
+        ("answer rows + JSON encode", lambda: json_text(service.answer_rows(rows)), repeats),
+    ]
+    for size in (1, 2, 4, 16, 32, 64):
+        batch = torch.cat([one] * size)
+        stages.append(
+            (
+                f"forward pass, batch {size}",
+                lambda b=batch: service.classify(b),
+                max(5, repeats // (size + 4)),
+            )
+        )
+    for name, work, number in stages:
+        work()
+        per_call = timeit.timeit(work, number=number) / number * 1000
+        print(f"{name:<38} {per_call:8.3f} ms", flush=True)
+
+
 def parse_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -414,7 +482,23 @@ def main() -> int:
         "--servers", default="cxml,mlflow,minimal", help="which to run (cxml,mlflow,minimal)"
     )
     parser.add_argument("--cxml-args", default="", help="extra `cxml serve` options, quoted")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="instead: time each stage of one request in cxml (parse, decode, forward pass by "
+        "batch size, JSON) in this process, one torch thread",
+    )
     args = parser.parse_args()
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="cxml-bench-") as workdir:
+            stage_timings(
+                Path(args.model)
+                if args.model
+                else example_model(
+                    Path(workdir) / "model.pt", args.architecture, parse_size(args.input_size)
+                )
+            )
+        return 0
     batches, client_counts = parse_list(args.batches), parse_list(args.clients)
 
     import shlex

@@ -40,7 +40,8 @@ def test_errors_become_github_annotations(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("train:\n  lr: fast\n")
     result = run_cxml("train", cwd=tmp_path, env={"GITHUB_ACTIONS": "true"})
     assert result.returncode == 2
-    assert "::error::params.yaml: train.lr: expected a number, got 'fast'" in result.stdout
+    annotation = "::error file=params.yaml,line=2::params.yaml: train.lr: expected a number"
+    assert annotation in result.stdout
     assert (
         result.stderr.strip().splitlines()[-1]
         == "error: params.yaml: train.lr: expected a number, got 'fast'"

@@ -180,3 +180,68 @@ def test_require_baseline_fails_before_evaluating(trained: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: no baseline"), result.stderr
     assert "evaluate.require_baseline: false" in lines[0]
     assert not (trained / "metrics/eval.json").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_without_scikit_learn_match_it(seed: int) -> None:
+    """Accuracy and macro precision/recall/F1 from a few lines of torch, as scikit-learn computes
+    them (classes never predicted or absent from the test images count as 0)."""
+    import random
+
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    from cxml.evaluate import Predictions, classification_metrics
+
+    rng = random.Random(seed)
+    names = [f"c{i}" for i in range(7)]
+    actual = [rng.randrange(6) for _ in range(200)]  # class c6 has no test images
+    predicted = [a if rng.random() < 0.7 else rng.randrange(5) for a in actual]
+    metrics = classification_metrics(Predictions(actual, predicted), names)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        actual, predicted, labels=list(range(7)), average="macro", zero_division=0
+    )
+    assert metrics["accuracy"] == round(float(accuracy_score(actual, predicted)), 6)
+    assert metrics["precision_macro"] == pytest.approx(round(float(precision), 6), abs=1e-6)
+    assert metrics["recall_macro"] == pytest.approx(round(float(recall), 6), abs=1e-6)
+    assert metrics["f1_macro"] == pytest.approx(round(float(f1), 6), abs=1e-6)
+    assert set(metrics["per_class_accuracy"]) == {f"c{i}" for i in range(6)}
+
+
+def test_a_required_tracking_failure_at_evaluate_is_exit_3_before_gate_json(
+    trained: Path,
+) -> None:
+    """The metrics go to MLflow off the critical path; a tracking server that does not answer
+    is still reported, per tracking.required, before the gate is written."""
+    import socket
+
+    (trained / "gate.json").unlink(missing_ok=True)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    result = run_cxml("evaluate", "--baseline", "none", cwd=trained, env=unreachable, timeout=120)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: MLflow"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (trained / "gate.json").exists()
+
+
+def test_a_training_run_missing_from_the_store_is_a_warning(trained: Path) -> None:
+    """DVC reused a model trained against another store: run.json names a run this store does
+    not have. Tracking works; there is just no run to add `eval.*` to: warn, write the gate."""
+    (trained / "gate.json").unlink(missing_ok=True)
+    run_file = trained / "run.json"
+    original = run_file.read_text()
+    run = json.loads(original)
+    run["run_id"] = "0" * 32  # a run the store does not have
+    run_file.write_text(json.dumps(run))
+    try:
+        result = run_cxml("evaluate", "--baseline", "none", cwd=trained)
+    finally:
+        run_file.write_text(original)
+    assert result.returncode == 0, result.stderr
+    assert "is not in this tracking store" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (trained / "gate.json").exists()
+    assert (trained / "metrics/eval.json").exists()

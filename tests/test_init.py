@@ -14,23 +14,50 @@ from cxml.core.config import Params, load_params
 from cxml.core.errors import ConfigError
 from tests.support.actions import PYTHON, git, tool_env
 
+ACTIONS = "acme/cxml@v1.2.0"
 
-def run_init(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+
+def init_env(**extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in tool_env().items() if k != "CXML_ACTIONS"}
+    return {**environ, **extra}
+
+
+def run_init(directory: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "cxml.init", str(directory), *args],
         capture_output=True,
         text=True,
         check=False,
-        env=tool_env(),
+        env=init_env(**extra_env),
         timeout=300,
     )
+
+
+def run_module(
+    repo: Path, env: dict[str, str], *argv: str, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGV` in `repo`, its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", *argv],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_actions_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CXML_ACTIONS", raising=False)
 
 
 def test_init_writes_params_dvc_workflows_and_ignores(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     git(tmp_path, "init", "--quiet")
-    assert init.main([str(tmp_path)]) == 0
+    assert init.main([str(tmp_path), "--actions", ACTIONS]) == 0
     out = capsys.readouterr().out
     for name in ("params.yaml", "deploy.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
         assert (tmp_path / name).is_file(), name
@@ -56,7 +83,7 @@ def test_the_written_params_are_the_defaults_and_every_section_dvc_tracks(tmp_pa
 
 
 def test_init_is_idempotent_and_never_overwrites_without_force(tmp_path: Path) -> None:
-    first = run_init(tmp_path, "--workflows", "all", "--no-dvc")
+    first = run_init(tmp_path, "--workflows", "all", "--no-dvc", "--actions", ACTIONS)
     assert first.returncode == 0, first.stderr
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
@@ -130,10 +157,11 @@ def test_actions_reference_is_rewritten(tmp_path: Path) -> None:
     [
         (["--workflows", "nightly"], "--workflows: unknown workflow 'nightly'"),
         (["--actions", "cxml"], "--actions: expected OWNER/REPO@REF"),
+        ([], "pass --actions OWNER/REPO@REF (the repository and tag you use cxml's actions from"),
     ],
 )
 def test_bad_options_are_one_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_init(tmp_path, *args)
+    result = run_init(tmp_path, "--no-dvc", *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "params.yaml").exists()
@@ -162,26 +190,18 @@ def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> Non
     repo = tmp_path / "empty-repo"
     repo.mkdir()
     git(repo, "init", "--quiet")
-    result = run_init(repo)
+    result = run_init(repo, "--actions", ACTIONS)
     assert result.returncode == 0, result.stdout + result.stderr
     params = repo / "params.yaml"
     params.write_text(
-        params.read_text(encoding="utf-8").replace("epochs: 15", "epochs: 2"), encoding="utf-8"
+        params.read_text(encoding="utf-8").replace("epochs: 15", "epochs: 1"), encoding="utf-8"
     )
 
     env = {**tool_env(), "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1"}
     env = {
         k: v for k, v in env.items() if not k.startswith(("GITHUB_", "CXML_", "MLFLOW_TRACKING"))
     }
-    repro = subprocess.run(
-        [PYTHON, "-m", "dvc", "repro"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=600,
-    )
+    repro = run_module(repo, env, "dvc", "repro", timeout=600)
     assert repro.returncode == 0, repro.stdout + repro.stderr
     for output in (
         "model/model.pt",
@@ -192,39 +212,41 @@ def test_init_then_dvc_repro_runs_the_pipeline_end_to_end(tmp_path: Path) -> Non
         "dvc.lock",
     ):
         assert (repo / output).is_file(), output
-    status = subprocess.run(
-        [PYTHON, "-m", "dvc", "status", "--json"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=300,
-    )
+    status = run_module(repo, env, "dvc", "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.strip() == "{}", "everything up to date after repro"
-    metrics = subprocess.run(
-        [PYTHON, "-m", "dvc", "metrics", "show", "--json"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=300,
-    )
+    metrics = run_module(repo, env, "dvc", "metrics", "show", "--json")
+    assert metrics.returncode == 0, metrics.stdout + metrics.stderr
     assert '"accuracy"' in metrics.stdout
     assert os.path.exists(repo / ".github" / "workflows" / "cxml-pull-request.yml")
+
+    # The report (charts next to report.md), then init's own next step: `git add -A`.
+    report = run_module(repo, env, "cxml.report.step", "--target", "none")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert list(repo.glob("*.png")), "the report drew its charts"
+    git(repo, "add", "-A")
+    staged = git(repo, "diff", "--cached", "--name-only").splitlines()
+    assert staged, "git add -A staged the repository's files"
+    committed_outputs = {"dvc.lock", "metrics/train.json", "metrics/eval.json"}
+    generated = [
+        path
+        for path in staged
+        if not (
+            path in committed_outputs
+            or path.endswith(".gitignore")
+            or path.startswith((".github/", ".dvc/"))
+            or path in {"params.yaml", "deploy.yaml", "dvc.yaml", ".dvcignore"}
+        )
+    ]
+    assert generated == [], f"git add -A picked up generated files: {generated}"
+    assert not [path for path in staged if path.endswith((".png", ".pt", ".db"))]
 
 
 def test_written_workflows_pass_actionlint_with_the_written_config(tmp_path: Path) -> None:
     from tests.support.actions import tool
 
     git(tmp_path, "init", "--quiet")
-    assert (
-        init.main(
-            [str(tmp_path), "--no-dvc", "--workflows", "all", "--actions", "acme/cxml@v1.2.0"]
-        )
-        == 0
-    )
+    assert init.main([str(tmp_path), "--no-dvc", "--workflows", "all", "--actions", ACTIONS]) == 0
     result = subprocess.run(
         [tool("actionlint")],
         cwd=tmp_path,
@@ -243,3 +265,94 @@ def test_init_outside_a_git_repository_stops_before_writing_anything(tmp_path: P
     assert "not inside a git repository" in result.stderr and "git init" in result.stderr
     assert "--no-dvc" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "project" / "params.yaml").exists()
+
+
+def workflow_uses(repo: Path) -> set[str]:
+    text = (repo / ".github" / "workflows" / "cxml-pull-request.yml").read_text(encoding="utf-8")
+    return {line.split("uses:", 1)[1].strip() for line in text.splitlines() if "/actions/" in line}
+
+
+def test_without_a_reference_init_stops_and_asks_before_writing(tmp_path: Path) -> None:
+    git(tmp_path, "init", "--quiet")
+    result = run_init(tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: pass --actions OWNER/REPO@REF")
+    assert "CXML_ACTIONS" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "params.yaml").exists()
+    assert not (tmp_path / ".github").exists()
+
+
+def test_a_rerun_keeps_the_reference_the_workflows_use(tmp_path: Path) -> None:
+    assert run_init(tmp_path, "--no-dvc", CXML_ACTIONS="team/cxml@v3").returncode == 0
+    again = run_init(tmp_path, "--no-dvc", "--workflows", "all")
+    assert again.returncode == 0, again.stderr
+    assert "actions from team/cxml@v3 (from cxml-pull-request.yml there)" in again.stdout
+    ci = (tmp_path / ".github" / "workflows" / "cxml-schedule.yml").read_text(encoding="utf-8")
+    assert "team/cxml/actions/train@v3" in ci
+
+
+def test_no_workflows_need_no_reference(tmp_path: Path) -> None:
+    result = run_init(tmp_path, "--no-dvc", "--workflows", "none")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "params.yaml").is_file()
+    assert "actions from" not in result.stdout
+
+
+def test_the_reference_comes_from_cxml_actions_and_next_steps_say_so(tmp_path: Path) -> None:
+    result = run_init(tmp_path, "--no-dvc", CXML_ACTIONS="team/cxml-fork@v3")
+    assert result.returncode == 0, result.stderr
+    assert workflow_uses(tmp_path) == {
+        "team/cxml-fork/actions/train@v3",
+        "team/cxml-fork/actions/evaluate@v3",
+        "team/cxml-fork/actions/report@v3",
+    }
+    assert "actions from team/cxml-fork@v3 (from CXML_ACTIONS)" in result.stdout
+    assert "cxml init --force --actions OWNER/REPO@REF" in result.stdout
+
+
+def test_a_bad_cxml_actions_is_one_clear_error(tmp_path: Path) -> None:
+    result = run_init(tmp_path, "--no-dvc", CXML_ACTIONS="not a reference")
+    assert result.returncode == 2
+    assert "error: CXML_ACTIONS: expected OWNER/REPO@REF" in result.stderr
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_the_option_wins_over_the_environment(tmp_path: Path) -> None:
+    result = run_init(tmp_path, "--no-dvc", "--actions", ACTIONS, CXML_ACTIONS="team/x@v3")
+    assert result.returncode == 0, result.stderr
+    assert "acme/cxml/actions/train@v1.2.0" in workflow_uses(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "expected"),
+    [
+        (
+            {
+                "url": "https://github.com/acme/cxml.git",
+                "vcs_info": {"vcs": "git", "requested_revision": "v1.4", "commit_id": "a" * 40},
+            },
+            "acme/cxml@v1.4",
+        ),
+        (
+            {
+                "url": "ssh://git@github.com/acme/cxml",
+                "vcs_info": {"vcs": "git", "commit_id": "b" * 40},
+            },
+            f"acme/cxml@{'b' * 40}",
+        ),
+        ({"url": "file:///work/cxml", "dir_info": {"editable": True}}, None),
+        (
+            {"url": "https://gitlab.com/acme/cxml", "vcs_info": {"vcs": "git", "commit_id": "c"}},
+            None,
+        ),
+        ("not json", None),
+    ],
+)
+def test_a_pip_install_from_github_gives_the_reference(
+    direct_url: object, expected: str | None
+) -> None:
+    import json
+
+    text = direct_url if isinstance(direct_url, str) else json.dumps(direct_url)
+    found = init.actions_from_direct_url(text)
+    assert (found.text if found else None) == expected

@@ -99,10 +99,11 @@ STEPS: dict[str, ActionStep] = {
             Input("params", "--params"),
             Input("target", "--target"),
             Input("name", "--name"),
-            Input("publish-images", "--publish-images", Kind.FLAG),
+            Input("publish-images", "--publish-images", Kind.CHOICE, AUTO_OR_BOOLEAN),
             Input("dry-run", "--dry-run", Kind.FLAG),
             Input("model-changed", "--model-unchanged", Kind.NEGATED),
             Input("from-artifact", "--from-artifact"),
+            Input("markdown", "--markdown"),
         ),
     ),
     "redeploy": ActionStep(

@@ -27,6 +27,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cxml.redeploy",
         "upload a gated release over SSH and swap the serving host to it",
     ),
+    "check": (
+        "cxml.check",
+        "check a deployed environment: online = offline predictions and a bounded load test",
+    ),
+    "promote": (
+        "cxml.promote",
+        "promote the release one environment serves to another, through a canary if configured",
+    ),
+    "params": ("cxml.params", "check params.yaml and its gate rules without training (pre-commit)"),
     "host": ("cxml.host", "set up an environment's serving hosts over SSH (cxml host setup)"),
     "init": ("cxml.init", "write params.yaml, dvc.yaml and workflow templates into a repository"),
 }

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cxml.core import console, files
-from cxml.core.config import EvaluateConfig, OutputsConfig, Params, load_params, validate_ranges
+from cxml.core.config import OutputsConfig, Params, load_params, validate_ranges
 from cxml.gate.decide import (
     add_gate_arguments,
     check_gate_settings,
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 
     from cxml.ml.data import Split
     from cxml.ml.models import ModelMetadata
+    from cxml.tracking.runs import EvalMetricsLogger
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = args.model or params.outputs.model
     baseline = find_baseline(args.baseline, params)  # a required, missing one: before the work
     console.info(f"baseline: {baseline.description}")
+    # a SQLite store: mlflow's import and set-up (seconds) run in a child beside torch and the
+    # model; a tracking server: one REST call once the metrics exist (milliseconds)
+    tracking = start_tracking(params)
 
     import torch
 
     from cxml.ml.data import load_dataset
     from cxml.ml.device import choose_device
     from cxml.ml.models import load_model_file
+    from cxml.ml.tabular import binary_metrics, check_features_match, input_metrics
 
     device = choose_device(args.device or params.train.device)
     model, metadata = load_model_file(model_path, device=str(device))
-    data = load_dataset(params.data)
+    data = load_dataset(params.data, decode=("test",))  # the other splits are only hashed
     check_data_matches(metadata, data.content_hash, data.class_names)
+    check_features_match(metadata, data.feature_names)
     torch.manual_seed(params.train.seed)
 
     predictions = predict(model, data.test, metadata, params.evaluate.batch_size, device)
     metrics = classification_metrics(predictions, metadata.class_names)
+    metrics.update(binary_metrics(model, data.test, metadata, params.evaluate.batch_size, device))
+    metrics.update(input_metrics(metadata))
+    from cxml.ml.latency import measure_latency
+
     metrics.update(measure_latency(model, data.test, metadata, params.evaluate, device))
+    send_to_tracking(tracking, metrics)  # logged in the background while the files are written
     write_outputs(params.outputs, metrics, predictions, metadata.class_names)
-    log_to_tracking(params, metrics)
     console.info(summary_line(metrics))
+    finish_tracking(params, tracking)  # before gate.json: a required tracking failure is exit 3
 
     gate = run_gate(
         rule_texts,
@@ -82,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params.outputs.gate,
         model_path=model_path,
         run_info=params.outputs.run_info,
+        directions=params.evaluate.directions,
     )
     publish_gate(gate, params.outputs.gate)
     return gate_exit_code(gate, no_fail=args.no_fail)
@@ -121,80 +132,35 @@ def predict(
     return Predictions(actual=split.labels.tolist(), predicted=predicted)
 
 
-def measure_latency(
-    model: torch.nn.Module,
-    split: Split,
-    metadata: ModelMetadata,
-    cfg: EvaluateConfig,
-    device: torch.device,
-) -> dict[str, float]:
-    """`latency_p50_ms` and `latency_p95_ms` for one image, as a single-image request sees it."""
-    timings = time_single_images(model, split, metadata, cfg.latency_samples, device)
-    return {
-        "latency_p50_ms": round(percentile(timings, 50), 4),
-        "latency_p95_ms": round(percentile(timings, 95), 4),
-    }
-
-
-def time_single_images(
-    model: torch.nn.Module,
-    split: Split,
-    metadata: ModelMetadata,
-    samples: int,
-    device: torch.device,
-) -> list[float]:
-    """Milliseconds per single-image forward pass, after a few warm-up calls."""
+def classification_metrics(predictions: Predictions, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and macro precision/recall/F1 (classes with no predictions or no images count
+    as 0, like scikit-learn's `zero_division=0`), from one confusion matrix."""
     import torch
 
-    from cxml.ml.models import preprocess
-
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    timings: list[float] = []
-    with torch.inference_mode():
-        for i in range(samples + 5):
-            image = split.images[i % len(split)].unsqueeze(0).to(device)
-            synchronize()
-            start = time.perf_counter()
-            model(preprocess(image, metadata))
-            synchronize()
-            if i >= 5:  # the first calls warm up allocators and kernels
-                timings.append((time.perf_counter() - start) * 1000.0)
-    return timings
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def classification_metrics(predictions: Predictions, class_names: Sequence[str]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    labels = list(range(len(class_names)))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        predictions.actual, predictions.predicted, labels=labels, average="macro", zero_division=0
-    )
-    per_class: dict[str, float] = {}
-    for index, name in enumerate(class_names):
-        members = [
-            p for a, p in zip(predictions.actual, predictions.predicted, strict=True) if a == index
-        ]
-        if members:
-            per_class[name] = round(sum(p == index for p in members) / len(members), 6)
+    classes = len(class_names)
+    actual = torch.tensor(predictions.actual, dtype=torch.int64)
+    predicted = torch.tensor(predictions.predicted, dtype=torch.int64)
+    confusion = torch.bincount(actual * classes + predicted, minlength=classes * classes)
+    confusion = confusion.reshape(classes, classes).double()
+    correct = confusion.diagonal()
+    support = confusion.sum(dim=1)
+    predicted_count = confusion.sum(dim=0)
+    precision = torch.where(predicted_count > 0, correct / predicted_count.clamp_min(1), 0.0)
+    recall = torch.where(support > 0, correct / support.clamp_min(1), 0.0)
+    denominator = precision + recall
+    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-300), 0.0)
+    per_class = {
+        name: round(float(correct[i] / support[i]), 6)
+        for i, name in enumerate(class_names)
+        if support[i] > 0
+    }
+    images = len(predictions.actual)
     return {
-        "accuracy": round(float(accuracy_score(predictions.actual, predictions.predicted)), 6),
-        "precision_macro": round(float(precision), 6),
-        "recall_macro": round(float(recall), 6),
-        "f1_macro": round(float(f1), 6),
-        "num_test_images": len(predictions.actual),
+        "accuracy": round(float(correct.sum()) / images, 6) if images else 0.0,
+        "precision_macro": round(float(precision.mean()), 6),
+        "recall_macro": round(float(recall.mean()), 6),
+        "f1_macro": round(float(f1.mean()), 6),
+        "num_test_images": images,
         "per_class_accuracy": per_class,
     }
 
@@ -227,24 +193,61 @@ def write_outputs(
     files.write_csv(out.per_class_plot, ["class", "accuracy", "support"], per_class)
 
 
-def log_to_tracking(params: Params, metrics: dict[str, Any]) -> None:
-    """Add `eval.*` metrics to the training run, so the registry's champion carries them."""
-    from cxml.core.metrics import flatten
+TRACKING_WAIT_S = 60.0
+"""How long evaluate waits at its end for the metrics to reach MLflow (a server retrying)."""
+
+
+def start_tracking(params: Params) -> EvalMetricsLogger | None:
+    """Start what logs to MLflow for the training run (REST for a server, else a child process
+    that opens the store); once `send_to_tracking` gives it the metrics, it adds them as
+    `eval.*` in one batch (so the registry's champion carries them); `finish_tracking` collects
+    the outcome. None when tracking is off or no run."""
     from cxml.records.run import read_run
 
     if not params.tracking.enabled:
-        return
+        return None
     run = read_run(params.outputs.run_info)
     if run is None or not run.run_id:
-        return
-    try:
-        from cxml.tracking.runs import log_eval_metrics
+        return None
+    from cxml.tracking.runs import start_eval_metrics
 
-        log_eval_metrics(params.tracking.uri, run.run_id, flatten(metrics))
-    except Exception as exc:
+    return start_eval_metrics(params.tracking.uri, run.run_id)
+
+
+def send_to_tracking(tracking: EvalMetricsLogger | None, metrics: dict[str, Any]) -> None:
+    from cxml.core.metrics import flatten
+
+    if tracking is not None:
+        tracking.send(flatten(metrics))
+
+
+def finish_tracking(params: Params, tracking: EvalMetricsLogger | None) -> None:
+    """Wait (bounded) for the metrics logging; a failure stops the step while tracking is
+    required (exit 3), else it warns: the files are written either way."""
+    from cxml.core.errors import TrackingError
+    from cxml.core.redact import redact_text
+
+    if tracking is None:
+        return
+    error = tracking.wait(TRACKING_WAIT_S)
+    if error is None:
+        return
+    detail = redact_text(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    from cxml.tracking.rest import TrainingRunNotFound
+
+    if isinstance(error, TrainingRunNotFound):
         console.warn(
-            f"MLflow: logging evaluation metrics failed ({str(exc).splitlines()[0]}); the files are written"
+            f"MLflow: the training run in {params.outputs.run_info} is not in this tracking store "
+            f"({detail}); was the model trained against another store (a model DVC reused)? "
+            "The evaluation metrics are not logged to MLflow; the files are written"
         )
+        return
+    if params.tracking.required:
+        raise TrackingError(
+            f"MLflow: logging evaluation metrics failed ({detail}); metrics/eval.json is written; "
+            "fix the tracking server or MLFLOW_TRACKING_URI, or set tracking.required: false"
+        )
+    console.warn(f"MLflow: logging evaluation metrics failed ({detail}); the files are written")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import shlex
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -22,22 +22,25 @@ from typing import Any
 
 from cxml.core import env, ghactions
 from cxml.core.console import info, run_entry_point, warn
-from cxml.core.errors import ConfigError, CxmlError, DeployError, TrackingError
+from cxml.core.errors import ConfigError, CxmlError, DeployError
 from cxml.deploy import bundle, keys, plan, ssh
 from cxml.deploy.config import DEFAULT_DEPLOY_FILE, load_deploy_config
-from cxml.deploy.host.health import wait_for_public
 from cxml.deploy.host.settings import HostSettings, add_arguments
+from cxml.deploy.promote import canary_status_line, verify_public
 from cxml.records.gate import GateResult, read_gate
 from cxml.records.metrics import read_optional_metrics
 from cxml.records.release import (
+    MODEL_FILE_NAME,
+    RELEASE_FILE_NAME,
     ReleaseInfo,
     ServingConfig,
+    manifest_checksums,
     read_model_metadata,
     save_bundle,
     sha256_file,
 )
 from cxml.records.run import read_run
-from cxml.tracking.registry import CHAMPION
+from cxml.tracking.registry import CHAMPION, deploy_aliases
 
 HOST_SETUP = """\
 serving host, once: install cxml (python3 -m pip install 'cxml[serve]') so `--remote-python` runs
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with (
         ssh.interrupt_on_termination(),
-        credentials(args) as creds,
+        keys.credentials_from_args(args) as creds,
         tempfile.TemporaryDirectory(prefix="cxml-release-") as work,
     ):
         targets = [(d, ssh_target(d, creds, args)) for d in destinations]
@@ -87,10 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if release is None:
             results = roll_back_all(targets)
         else:
-            results = rollout(targets, release, args.model, Path(work))
+            examples = demo_examples(args)
+            results = rollout(targets, release, args.model, Path(work), examples)
     report_rollout(results)
     if not args.no_alias and results:
-        move_alias(results[-1][1].get("record", {}), args.alias)
+        aliases = deploy_aliases(args.env, args.alias)
+        move_alias(results[-1][1].get("record", {}), aliases, tracking_required(args))
     return 0
 
 
@@ -232,6 +237,13 @@ def build_release(args: argparse.Namespace) -> ReleaseInfo:
     )
 
 
+def demo_examples(args: argparse.Namespace) -> dict[str, bytes]:
+    """A few test-split images (and their index) the bundle ships for the demo page."""
+    from cxml.core.config import load_params
+
+    return bundle.bundle_example_files(load_params(args.params).data)
+
+
 def judged_model(gate: GateResult | None) -> plan.JudgedModel | None:
     """The model gate.json judged (its fields are None in a gate.json from an older cxml)."""
     if gate is None:
@@ -257,11 +269,15 @@ Result = tuple[Destination, dict[str, Any]]
 
 
 def rollout(
-    targets: Sequence[Target], release: ReleaseInfo, model: str, work: Path
+    targets: Sequence[Target],
+    release: ReleaseInfo,
+    model: str,
+    work: Path,
+    examples: dict[str, bytes] | None = None,
 ) -> list[Result]:
     """Deploy to each host in turn, each verified through its proxy before the next; on a
     failure, roll back the hosts already switched, so no environment ends on two releases."""
-    local = save_bundle(work / release.release, model, release)
+    local = save_bundle(work / release.release, model, release, examples)
     switched: list[Target] = []
     results: list[Result] = []
     for destination, target in targets:
@@ -279,7 +295,10 @@ def rollout(
 def deploy(
     destination: Destination, target: ssh.SshTarget, release: ReleaseInfo, local_bundle: str
 ) -> dict[str, Any]:
-    deploy_plan = plan.plan_deploy(destination.agent, release, local_bundle, secrets.token_hex(4))
+    extra = sorted(set(manifest_checksums(local_bundle)) - {MODEL_FILE_NAME, RELEASE_FILE_NAME})
+    deploy_plan = plan.plan_deploy(
+        destination.agent, release, local_bundle, secrets.token_hex(4), extra
+    )
     info(f"deploying release {release.release} to {target.label}:{deploy_plan.release_dir}")
     return execute_deploy(deploy_plan, target)
 
@@ -308,13 +327,8 @@ def execute_deploy(deploy_plan: plan.DeployPlan, target: ssh.SshTarget) -> dict[
 def verify_from_here(destination: Destination, release: str) -> None:
     """The public URL, from where cxml runs, names the new release (the host checked it too)."""
     settings = destination.agent.settings
-    if settings.public_url is None:
-        return
-    try:
-        wait_for_public(settings, release, timeout_s=30.0, in_a_row=3)
-    except DeployError as exc:
-        raise DeployError(f"checked from here: {exc}") from None
-    info(f"- {settings.public_url} serves release {release}")
+    if verify_public(settings, release):
+        info(f"- {settings.public_url} serves release {release}")
 
 
 def rollout_failure(
@@ -371,6 +385,8 @@ def show_status(targets: Sequence[Target]) -> None:
         )
         for line in service_lines(state):
             info(f"  {line}")
+        if isinstance(state.get("canary"), dict):
+            info(f"  {canary_status_line(state['canary'])}")
 
 
 def service_lines(state: dict[str, Any]) -> list[str]:
@@ -433,19 +449,6 @@ def dry_run(args: argparse.Namespace, destination: Destination, release: Release
     )
 
 
-@contextlib.contextmanager
-def credentials(args: argparse.Namespace) -> Iterator[keys.SshCredentials]:
-    """known_hosts in a private temp dir, key material in a short-lived agent."""
-    with keys.credential_files(
-        key_file=args.ssh_key_file,
-        key_material=env.get(env.CXML_SSH_KEY),
-        known_hosts=args.known_hosts or env.get(env.CXML_KNOWN_HOSTS),
-        known_hosts_file=args.known_hosts_file,
-        accept_new_host_key=args.accept_new_host_key,
-    ) as creds:
-        yield creds
-
-
 def known_hosts_source(args: argparse.Namespace) -> str:
     if args.known_hosts_file:
         return f"--known-hosts-file {args.known_hosts_file}"
@@ -483,23 +486,22 @@ def host_agent(args: argparse.Namespace) -> plan.HostAgent:
 # --- after the switch -----------------------------------------------------------------------
 
 
-def move_alias(record: dict[str, Any], alias: str) -> None:
-    """Point the registry alias at the served model version; a release without one is only noted."""
-    name, version = record.get("model_name"), record.get("model_version")
-    if not name or not version or version == "local":
-        info(f"registry alias {alias} not moved: the release names no registered model version")
-        return
+def move_alias(
+    record: dict[str, Any], aliases: str | tuple[str, ...], required: bool = True
+) -> None:
+    """Point the registry aliases at the served model version (see registry.move_release_aliases)."""
     from cxml.tracking import registry
 
-    uri = env.get(env.MLFLOW_TRACKING_URI) or record.get("tracking_uri")
-    try:
-        registry.set_model_alias(uri, str(name), str(version), alias)
-    except Exception as exc:  # mlflow raises many types; the release is live either way
-        raise TrackingError(
-            f"release {record.get('release')} is live, but moving registry alias {alias} to {name} "
-            f"version {version} failed ({exc}); set the alias by hand"
-        ) from None
-    info(f"registry alias {alias} -> {name} version {version}")
+    registry.move_release_aliases(
+        record, (aliases,) if isinstance(aliases, str) else aliases, required=required
+    )
+
+
+def tracking_required(args: argparse.Namespace) -> bool:
+    """params.yaml's tracking.required (see registry.tracking_required)."""
+    from cxml.tracking import registry
+
+    return registry.tracking_required(args.params)
 
 
 def report_outputs(
@@ -592,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most images per /predict request (default {ServingConfig.max_batch})",
     )
     release.add_argument(
-        "--alias", default=CHAMPION, help=f"registry alias moved on success (default {CHAMPION})"
+        "--alias",
+        help=f"a registry alias moved on success, besides the environment's own (with --env E: "
+        f"alias E, and {CHAMPION} for production; without --env: {CHAMPION})",
     )
     release.add_argument("--no-alias", action="store_true", help="do not move the registry alias")
     host = add_arguments(parser)

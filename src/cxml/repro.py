@@ -163,8 +163,9 @@ def has_remote(name: str | None) -> bool:
 
 
 def dvc(*args: str, what: str, must_succeed: bool = True) -> None:
-    console.info(f"$ dvc {' '.join(args)}")
-    returncode = subprocess.run([sys.executable, "-m", "dvc", *args], check=False).returncode
+    with ghactions.log_group(f"dvc {' '.join(args)}"):
+        console.info(f"$ dvc {' '.join(args)}")
+        returncode = subprocess.run([sys.executable, "-m", "dvc", *args], check=False).returncode
     if returncode == 0:
         return
     if must_succeed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
@@ -38,8 +37,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help=console.PROGRESS_HELP,
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help=console.NO_PROGRESS_HELP
+    )
     return parser.parse_args(argv)
 
 
@@ -93,16 +100,18 @@ def train(params: Params, args: argparse.Namespace, *, tracked: bool) -> None:
         describe_run(data, device, ctx)
         metadata = build_metadata(params, data)
         run_logger = RunLogger(params, enabled=tracked and ctx.is_main)
-        result = fit(
-            params,
-            data,
-            metadata,
-            device,
-            ctx,
-            resume=args.resume,
-            show_progress=want_progress(args.progress),
-            tracker=run_logger,
-        )
+        epochs = f"training: {params.train.epochs} epochs"
+        with ghactions.log_group(epochs, enabled=ctx.is_main):  # folded in the Actions log
+            result = fit(
+                params,
+                data,
+                metadata,
+                device,
+                ctx,
+                resume=args.resume,
+                show_progress=want_progress(args.progress),
+                tracker=run_logger,
+            )
         if ctx.is_main:
             model_version = run_logger.finish(result.model, metadata, data)
             record = run_record(params, result, metadata, model_version, run_logger.experiment_id)
@@ -162,7 +171,7 @@ def apply_overrides(params: Params, args: argparse.Namespace) -> Params:
 
 def want_progress(flag: bool | None) -> bool:
     """A progress bar on a terminal, one plain line per epoch in CI logs."""
-    return sys.stderr.isatty() if flag is None else flag
+    return console.want_progress(flag)
 
 
 # --- metadata and outputs ------------------------------------------------------------------------
@@ -171,6 +180,7 @@ def want_progress(flag: bool | None) -> bool:
 def build_metadata(params: Params, data: Dataset) -> ModelMetadata:
     from cxml.core.git import current_commit
     from cxml.ml.models import ModelMetadata
+    from cxml.ml.tabular import metadata_fields
 
     mean, std = data.channel_stats()
     return ModelMetadata(
@@ -185,6 +195,7 @@ def build_metadata(params: Params, data: Dataset) -> ModelMetadata:
         params_hash=params.digest(),
         data_hash=data.content_hash,
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **metadata_fields(params.model, data),
     )
 
 

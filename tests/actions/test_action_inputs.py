@@ -131,15 +131,17 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "CXML_REPORT_DRY_RUN": "true",
             "CXML_REPORT_MODEL_CHANGED": "false",
             "CXML_REPORT_FROM_ARTIFACT": "/runner/_temp/cxml-pr-report",
+            "CXML_REPORT_MARKDOWN": "cml/report.md",
         },
         [
             "--params=p.yaml",
             "--target=none",
             '--name=Tune lr "; rm -rf ~ # $(id)',
-            "--publish-images",
+            "--publish-images=true",
             "--dry-run",
             "--model-unchanged",
             "--from-artifact=/runner/_temp/cxml-pr-report",
+            "--markdown=cml/report.md",
         ],
     ),
     ("report", {"CXML_REPORT_NAME": "--dry-run"}, ["--name=--dry-run"]),  # a value stays a value
@@ -383,7 +385,10 @@ def test_repro_passes_training_options_that_cxml_train_knows(
     monkeypatch.setitem(sys.modules, "cxml.train", fake_train)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
-    monkeypatch.delenv("CXML_DEVICE", raising=False)
+    # setenv first so monkeypatch undoes what cxml.repro writes into os.environ (delenv of an
+    # unset name records nothing, and CXML_DEVICE=cuda:1 would leak into later tests)
+    monkeypatch.setenv("CXML_DEVICE", "")
+    monkeypatch.delenv("CXML_DEVICE")
     argv = step_argv("train", {**FULL_ENV["train"], "CXML_TRAIN_DVC": "false"})
     assert cxml.repro.main(argv) == 0
     assert seen == [["--params=configs/params.yaml", "--resume", "--epochs=3", "--no-tracking"]]

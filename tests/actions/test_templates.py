@@ -45,6 +45,7 @@ def test_the_templates_are_there() -> None:
         "ci.yml",
         "cxml-main.yml",
         "cxml-pr-comment.yml",
+        "cxml-promote.yml",
         "cxml-pull-request.yml",
         "cxml-schedule.yml",
         "docker-image.yml",
@@ -139,6 +140,55 @@ def test_cxml_steps_use_real_inputs_and_outputs(path: Path) -> None:
                 assert output in step_actions[step_id]["outputs"], f"{step_id}.{output}"
 
 
+def reproduced_stages(pipeline: dict[str, Any], targets: list[str]) -> set[str]:
+    """The stages `dvc repro TARGETS` runs: the targets and every stage whose outputs they need."""
+    stages: dict[str, Any] = pipeline["stages"]
+    producer = {
+        str(next(iter(out)) if isinstance(out, dict) else out): name
+        for name, stage in stages.items()
+        for kind in ("outs", "metrics", "plots")
+        for out in stage.get(kind, [])
+    }
+    wanted, todo = set(), list(targets or stages)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += [producer[dep] for dep in stages[name].get("deps", []) if dep in producer]
+    return wanted
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
+def test_each_job_evaluates_the_model_once(path: Path) -> None:
+    """The train action's `dvc repro` must not run the evaluate stage when the evaluate action
+    follows: that would evaluate (and time the latency of) the same model twice."""
+    pipeline = yaml.safe_load((PACKAGE_TEMPLATE_DIR / "dvc-pipeline.yaml").read_text("utf-8"))
+    evaluating = {
+        name for name, stage in pipeline["stages"].items() if "cxml.evaluate" in stage["cmd"]
+    }
+    assert evaluating, "the pipeline template has an evaluate stage"
+    for job in load(path)["jobs"].values():
+        actions = [
+            (match["action"], step.get("with", {}))
+            for step in job.get("steps", [])
+            if (match := CXML_USES.match(step.get("uses", "")))
+        ]
+        if not {"train", "evaluate"} <= {action for action, _ in actions}:
+            continue
+        train_inputs = next(inputs for action, inputs in actions if action == "train")
+        targets = str(train_inputs.get("dvc-targets", "")).split()
+        evaluations = len(reproduced_stages(pipeline, targets) & evaluating)
+        evaluations += sum(action == "evaluate" for action, _ in actions)
+        assert evaluations == 1, f"{path.name}: the model is evaluated {evaluations} times"
+
+
+def test_the_evaluation_count_sees_the_whole_pipeline() -> None:
+    pipeline = yaml.safe_load((PACKAGE_TEMPLATE_DIR / "dvc-pipeline.yaml").read_text("utf-8"))
+    assert reproduced_stages(pipeline, []) == {"train", "evaluate"}
+    assert reproduced_stages(pipeline, ["evaluate"]) == {"train", "evaluate"}
+    assert reproduced_stages(pipeline, ["train"]) == {"train"}
+
+
 def test_pull_request_template_is_least_privilege_and_fork_safe() -> None:
     workflow = load(TEMPLATE_DIR / "cxml-pull-request.yml")
     assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
@@ -197,9 +247,9 @@ def test_main_template_deploys_only_a_passing_gate_one_at_a_time() -> None:
     assert redeploy["with"]["environment"] == "production"  # hosts and proxy from deploy.yaml
     assert "host" not in redeploy["with"] and "public-url" not in redeploy["with"]
     checkout = deploy["steps"][0]
-    assert checkout["uses"].startswith("actions/checkout@") and "deploy.yaml" in str(
-        checkout["with"]["sparse-checkout"]
-    )
+    assert checkout["uses"].startswith("actions/checkout@")
+    # redeploy reads deploy.yaml and params.yaml's tracking.required
+    assert str(checkout["with"]["sparse-checkout"]).split() == ["deploy.yaml", "params.yaml"]
 
 
 def test_schedule_template_has_cron_and_manual_inputs() -> None:
@@ -351,3 +401,21 @@ def test_the_fork_hint_of_the_report_names_a_template_that_ships() -> None:
     assert names, FORK_HINT
     for name in names:
         assert (TEMPLATE_DIR / name).is_file() and name in WORKFLOWS.values()
+
+
+def test_promote_template_goes_staging_then_checks_then_production() -> None:
+    workflow = load(TEMPLATE_DIR / "cxml-promote.yml")
+    assert workflow["on"]["workflow_run"]["workflows"] == ["cxml main"]
+    assert "version" in workflow["on"]["workflow_dispatch"]["inputs"]
+    staging, production = workflow["jobs"]["staging"], workflow["jobs"]["production"]
+    assert staging["environment"]["name"] == "staging"
+    assert production["environment"]["name"] == "production"
+    assert production["needs"] == "staging"
+    runs = [step.get("run", "") for step in staging["steps"]]
+    assert any("cxml check --env staging" in run for run in runs)
+    promote = "".join(step.get("run", "") for step in production["steps"])
+    assert "cxml promote --from staging --to production" in promote
+    # the hand-typed version reaches the command through the environment, never interpolated
+    assert "${{" not in promote and "inputs.version" in production["env"]["CXML_PROMOTE_VERSION"]
+    assert '[[ "$CXML_PROMOTE_VERSION" =~ ^[0-9]+$ ]]' in promote  # digits only, then --version
+    assert '--version "$CXML_PROMOTE_VERSION"' in promote

@@ -51,7 +51,7 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ),
         (
             {"data": {"source": "cifar"}},
-            "params.yaml: data.source: expected one of 'digits', 'imagefolder', got 'cifar'",
+            "params.yaml: data.source: expected one of 'digits', 'imagefolder', 'csv', 'breast_cancer', got 'cifar'",
         ),
         ({"evaluate": {"gate": [1]}}, "params.yaml: evaluate.gate[0]: expected a string, got 1"),
         ({"model": "resnet18"}, "params.yaml: model: expected a mapping, got 'resnet18'"),

@@ -11,86 +11,40 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support.deploy import (
+    PROCESS_SERVE,
     PYTHON,
-    NginxProxy,
+    DeployHost,
     RequestLoop,
-    SshServer,
     assert_ok,
     deploy_env,
     host_state,
-    nginx_proxy,
     served_version,
-    ssh_server,
-    stop_services,
+    start_deploy_host,
+    start_ssh_servers,
     write_workspace,
 )
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class FakeHost:
-    ssh: SshServer
-    proxy: NginxProxy
-    root: Path
-
-    @property
-    def label(self) -> str:
-        return f"root@127.0.0.1:{self.ssh.port}"
-
-    def entry(self, **overrides: object) -> dict[str, object]:
-        """This host in deploy.yaml: its own root and its own nginx."""
-        return {
-            "host": "127.0.0.1",
-            "port": self.ssh.port,
-            "root": str(self.root),
-            "proxy": {
-                "upstream_file": str(self.proxy.upstream_config),
-                "reload": self.proxy.reload_command,
-                "public_url": self.proxy.url,
-            },
-            **overrides,
-        }
-
-
 @pytest.fixture
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[FakeHost]]:
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DeployHost]]:
     """Two hosts that accept one deploy key (the first sshd's client key)."""
     with contextlib.ExitStack() as stack:
-        made: list[FakeHost] = []
-        for _ in range(2):
-            server = stack.enter_context(
-                contextlib.contextmanager(ssh_server.__wrapped__)(tmp_path_factory)
-            )
-            proxy = stack.enter_context(
-                contextlib.contextmanager(nginx_proxy.__wrapped__)(tmp_path_factory)
-            )
-            root = tmp_path_factory.mktemp("host") / "cxml"
-            stack.callback(stop_services, root)
-            made.append(FakeHost(server, proxy, root))
-        first_key = made[0].ssh.key_file.with_suffix(".pub").read_text()
-        with (made[1].ssh.key_file.parent / "authorized_keys").open("a") as authorized:
-            authorized.write(first_key)
-        yield made
+        servers = start_ssh_servers(stack, tmp_path_factory, 2)
+        yield [start_deploy_host(stack, tmp_path_factory, server) for server in servers]
 
 
-def write_deploy_yaml(workspace: Path, hosts: list[FakeHost], **host_overrides: object) -> None:
+def write_deploy_yaml(workspace: Path, hosts: list[DeployHost], **host_overrides: object) -> None:
     """deploy.yaml with `production` on both hosts; `host_overrides` go to the second host."""
     config = {
-        "serve": {
-            "mode": "process",
-            "remote_python": PYTHON,
-            "ssh": {"user": "root"},
-            "health_timeout": 60,
-            "drain": 1,
-        },
+        "serve": PROCESS_SERVE,
         "environments": {
             "production": {"hosts": [hosts[0].entry(), hosts[1].entry(**host_overrides)]}
         },
@@ -99,7 +53,7 @@ def write_deploy_yaml(workspace: Path, hosts: list[FakeHost], **host_overrides: 
 
 
 def redeploy(
-    workspace: Path, hosts: list[FakeHost], *extra: str
+    workspace: Path, hosts: list[DeployHost], *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """`cxml redeploy --env production`: everything else from deploy.yaml and the environment."""
     env = deploy_env()
@@ -115,15 +69,15 @@ def redeploy(
     )
 
 
-def versions(hosts: list[FakeHost]) -> list[str]:
+def versions(hosts: list[DeployHost]) -> list[str]:
     return [served_version(host.proxy) for host in hosts]
 
 
-def currents(hosts: list[FakeHost]) -> list[object]:
+def currents(hosts: list[DeployHost]) -> list[object]:
     return [host_state(host.root)["current"] for host in hosts]
 
 
-def test_an_environment_never_ends_on_two_releases(tmp_path: Path, hosts: list[FakeHost]) -> None:
+def test_an_environment_never_ends_on_two_releases(tmp_path: Path, hosts: list[DeployHost]) -> None:
     first = write_workspace(tmp_path / "v1", "1")
     write_deploy_yaml(first, hosts)
     assert_ok(redeploy(first, hosts))
@@ -157,7 +111,7 @@ def test_an_environment_never_ends_on_two_releases(tmp_path: Path, hosts: list[F
 
 
 def test_a_config_without_a_proxy_is_refused_before_upload(
-    tmp_path: Path, hosts: list[FakeHost]
+    tmp_path: Path, hosts: list[DeployHost]
 ) -> None:
     workspace = write_workspace(tmp_path / "v1", "1")
     entry = hosts[0].entry()
@@ -186,7 +140,7 @@ def test_a_config_without_a_proxy_is_refused_before_upload(
 
 
 def test_no_op_rollback_and_roll_forward_under_load_drop_no_request(
-    tmp_path: Path, hosts: list[FakeHost]
+    tmp_path: Path, hosts: list[DeployHost]
 ) -> None:
     first = write_workspace(tmp_path / "v1", "1")
     second = write_workspace(tmp_path / "v2", "2")

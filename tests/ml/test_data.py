@@ -166,3 +166,49 @@ def test_a_decompression_bomb_fails_by_path_with_on_bad_image_fail(tmp_path: Pat
     with pytest.raises(DataError) as caught:
         load_dataset(DataConfig(source="imagefolder", path=str(root), image_size=8))
     assert str(bomb) in str(caught.value) and "over 50 megapixels" in str(caught.value)
+
+
+@pytest.mark.parametrize("splits", [("train", "val", "test"), ("train", "test")])
+def test_decoding_only_the_test_split_keeps_the_content_hash(
+    tmp_path: Path, splits: tuple[str, ...]
+) -> None:
+    """Evaluate decodes only test; the hash (the model's data check) is the same as training's,
+    unreadable files included."""
+    root = make_imagefolder(tmp_path / "data", splits, per_class=5)
+    (root / "train" / "dog" / "broken.png").write_bytes(b"garbage")
+    cfg = DataConfig(source="imagefolder", path=str(root), image_size=8, on_bad_image="skip")
+    full = load_dataset(cfg)
+    test_only = load_dataset(cfg, decode=("test",))
+    assert test_only.content_hash == full.content_hash
+    assert (test_only.test.images == full.test.images).all()
+    assert (test_only.test.labels == full.test.labels).all()
+    assert len(test_only.train) == 0 and len(test_only.val) == 0
+    assert test_only.class_names == full.class_names
+
+
+def test_digits_match_scikit_learn_and_load_without_sklearn_datasets() -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = load_dataset(DataConfig(test_fraction=0.2))
+    expected = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    total = len(data.train) + len(data.val) + len(data.test)
+    assert total == len(bunch.target) and data.class_names == tuple(str(i) for i in range(10))
+    test_rows = {row.tobytes() for row in data.test.images.reshape(len(data.test), -1).numpy()}
+    assert test_rows <= {row.tobytes() for row in expected.reshape(len(expected), -1)}
+    labels = bunch.target.astype(np.int64)
+    digest = hashlib.sha256(expected.tobytes() + labels.tobytes()).hexdigest()[:16]
+    assert data.content_hash == digest  # models trained before still match their data
+    code = (
+        "import sys; from cxml.core.config import DataConfig; from cxml.ml.data import load_dataset;"
+        "load_dataset(DataConfig()); print('sklearn' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxml.core.errors import RecordError
+from cxml.core.metrics import judge_change
 from cxml.records.gate import parse_gate
 from cxml.report.markdown import (
     GITHUB_COMMENT_LIMIT,
@@ -35,12 +36,62 @@ def render_gfm(markdown: str) -> str:
 # ---------------------------------------------------------------- direction and numbers
 
 
+def judged(metric: str, current: float, baseline: float, **known: object) -> str:
+    extra = {k: float(v) for k, v in known.items() if isinstance(v, int | float)}
+    declared = known.get("declared")
+    return judgement(
+        judge_change(
+            metric,
+            {metric: current, **extra},
+            {metric: baseline, **extra},
+            declared=declared if isinstance(declared, dict) else None,
+        )
+    )
+
+
 def test_accuracy_up_is_better_and_latency_up_is_worse() -> None:
-    assert judgement("accuracy", 0.97, 0.96) == "🟢 better"
-    assert judgement("latency_p95_ms", 1.5, 1.2) == "🔴 worse"
-    assert judgement("val_loss", 0.2, 0.3) == "🟢 better"
-    assert judgement("num_test_images", 300, 270) == ""
-    assert judgement("accuracy", 0.9, 0.9) == "same"
+    assert judged("accuracy", 0.97, 0.96) == "🟢 better"
+    assert judged("latency_p95_ms", 1.5, 1.2) == "🔴 worse"
+    assert judged("val_loss", 0.2, 0.3) == "🟢 better"
+    assert judged("num_test_images", 300, 270) == ""
+    assert judged("accuracy", 0.9, 0.9) == "same"
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "mse", "wer", "cer", "val_rmse", "error_rate"])
+def test_error_measures_going_up_are_worse_by_default(metric: str) -> None:
+    assert judged(metric, 0.15, 0.12) == "🔴 worse"
+    assert judged(metric, 0.10, 0.12) == "🟢 better"
+
+
+def test_a_declared_direction_wins_over_the_name() -> None:
+    assert judged("my_score", 0.5, 0.4) == "🟢 better"
+    assert judged("my_score", 0.5, 0.4, declared={"my_score": "lower"}) == "🔴 worse"
+    assert judged("latency_p95_ms", 2.0, 1.0, declared={"latency_p95_ms": "higher"}) == "🟢 better"
+
+
+def test_accuracy_changes_of_one_or_two_images_are_within_noise() -> None:
+    # 269 test images: 0.9628 -> 0.9665 is one more image right; 5 more is a real change
+    assert judged("accuracy", 260 / 269, 259 / 269, num_test_images=269) == (
+        "⚪ within noise (+1 image of 269)"
+    )
+    assert judged("accuracy", 257 / 269, 259 / 269, num_test_images=269) == (
+        "⚪ within noise (−2 images of 269)".replace("−", "-")
+    )
+    assert judged("accuracy", 264 / 269, 259 / 269, num_test_images=269) == (
+        "🟢 better (+5 images of 269)"
+    )
+    assert judged("accuracy", 256 / 269, 259 / 269, num_test_images=269) == (
+        "🔴 worse (-3 images of 269)"
+    )
+
+
+def test_latency_changes_inside_the_trials_spread_are_within_noise() -> None:
+    assert judged("latency_p95_ms", 1.5, 1.2, latency_p95_ms_spread=0.4) == (
+        "⚪ within noise (trial spread 0.4 ms)"
+    )
+    assert judged("latency_p95_ms", 1.5, 1.2, latency_p95_ms_spread=0.1) == (
+        "🔴 worse (trial spread 0.1 ms)"
+    )
 
 
 def test_delta_shows_arrow_absolute_and_percent() -> None:
@@ -53,7 +104,10 @@ def test_delta_shows_arrow_absolute_and_percent() -> None:
 
 def test_metrics_table_rows_carry_both_values_delta_and_judgement() -> None:
     text = fit_to_limit(build_report(report_data()), limit=GITHUB_COMMENT_LIMIT, hint="x")
-    assert "| `accuracy` | 0.9700 | 0.9600 | ▲ +0.0100 (+1.04%) | 🟢 better |" in text
+    assert (
+        "| `accuracy` | 0.9700 | 0.9600 | ▲ +0.0100 (+1.04%) | 🟢 better (+3 images of 270) |"
+        in text
+    )
     assert "| `latency_p95_ms` | 1.50 | 1.20 | ▲ +0.300 (+25.00%) | 🔴 worse |" in text
 
 
@@ -266,3 +320,25 @@ def test_model_unchanged_note_follows_the_verdict() -> None:
     text = render(build_report(report_data(model_unchanged=True)))
     assert text.index("Gate") < text.index(MODEL_UNCHANGED_NOTE) < text.index("#### Metrics")
     assert MODEL_UNCHANGED_NOTE not in render(build_report(report_data()))
+
+
+@pytest.mark.parametrize("name", ["a|b", "*bold*", "[x](http://e.com)", "<b>c</b>", "@team"])
+def test_confusion_matrix_headers_are_escaped(name: str) -> None:
+    from cxml.report.markdown import confusion_section
+    from cxml.report.model import ConfusionMatrix
+
+    section = confusion_section(ConfusionMatrix((name, "cat"), ((5, 1), (2, 7)))) or ""
+    html = render_gfm(section)
+    header = re.search(r"<thead>(.*?)</thead>", html, flags=re.S)
+    assert header is not None
+    cells = re.findall(r"<th[^>]*>(.*?)</th>", header.group(1))
+    assert len(cells) == 3  # a `|` in a class name splits no column
+    assert "<b>" not in header.group(1) and "<a " not in header.group(1)
+    assert "<em>" not in header.group(1) and "<strong>" not in header.group(1)
+
+
+def test_failed_rule_inside_noise_says_so_in_the_verdict() -> None:
+    failed = rule("accuracy >= baseline", 249 / 269, 250 / 269, "fail")
+    result = gate("fail", {"accuracy": 250 / 269, "num_test_images": 269}, (failed,))
+    text = verdict(result, {"accuracy": 249 / 269, "num_test_images": 269})
+    assert "within noise: -1 image of 269" in text

@@ -126,3 +126,11 @@ def test_the_documented_example_report_parses(mermaid_parser: Path) -> None:
 def test_the_parser_really_rejects_broken_charts(mermaid_parser: Path) -> None:
     broken = ["xychart-beta\n    line [1, 2,", 'xychart-beta\n    x-axis ["a" "b"]\n    bar [1, 2]']
     assert [r["ok"] for r in parse(mermaid_parser, broken)] == [False, False]
+
+
+def test_the_per_class_chart_axis_starts_at_zero() -> None:
+    """Bars on a zoomed axis lie: 0.97 would look like half of 0.99."""
+    rows = tuple(PerClassRow(str(i), 0.95 + i / 1000, 27) for i in range(5))
+    text = fit_to_limit(build_report(replace(report_data(), per_class=rows)), limit=10**6, hint="x")
+    chart = text.split("#### Per-class accuracy")[1]
+    assert '    y-axis "accuracy" 0 --> 1\n' in chart

@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,7 +21,15 @@ from cxml.report.forges.gitlab import GitLabClient
 from cxml.report.step import main
 from tests.conftest import FAST_PARAMS, PYTHON, git, write_params
 from tests.support.github_server import FakeGitHub, github_server, pull_request_event  # noqa: F401
-from tests.support.report import Workspace, clean_env, workspace  # noqa: F401 - fixtures `ws` uses
+from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
+    FakeGitLab,
+    Workspace,
+    actions_env,
+    clean_env,
+    in_actions,
+    in_gitlab_pipeline,
+    workspace,
+)
 
 RUN_ID = "4f1c2b9a0d8e47c6b1a2c3d4e5f60718"
 TRACKING_USER = "trackUserQz"
@@ -37,6 +42,7 @@ PLANTED_TRACKING_URI = (
 API_USER = "apiUserQz"
 API_PASSWORD = "ApiPassw0rdQz"
 SERVER_PASSWORD = "ServerPassw0rdQz"
+PLANTED_GITLAB_TOKEN = "glpat-PlantedGitLabQz01"
 
 
 @pytest.fixture
@@ -53,30 +59,15 @@ def report(*args: str) -> int:
     return run_entry_point(main, list(args))
 
 
-def actions_env(fake: FakeGitHub, tmp_path: Path, *, token: str) -> dict[str, str]:
+def pull_request_env(fake: FakeGitHub, folder: Path, *, token: str) -> dict[str, str]:
     """What GitHub Actions gives the report step of a pull_request job, pointed at the fake."""
-    event_path = tmp_path / "event.json"
-    event_path.write_text(json.dumps(pull_request_event(7)))
-    for name in ("github_output", "step_summary"):
-        (tmp_path / name).write_text("")
-    return {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "pull_request",
-        "GITHUB_EVENT_PATH": str(event_path),
-        "GITHUB_REPOSITORY": fake.repository,
-        "GITHUB_API_URL": fake.api_url,
-        "GITHUB_SERVER_URL": fake.server_url,
-        "GITHUB_TOKEN": token,
-        "GITHUB_RUN_ID": "4242",
-        "GITHUB_SHA": "f" * 40,
-        "GITHUB_OUTPUT": str(tmp_path / "github_output"),
-        "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary"),
-    }
+    return actions_env(fake, folder, "pull_request", pull_request_event(7), token=token)
 
 
-def set_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
-    for key, value in variables.items():
-        monkeypatch.setenv(key, value)
+def in_pull_request(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, folder: Path, *, token: str
+) -> None:
+    in_actions(monkeypatch, fake, folder, "pull_request", pull_request_event(7), token=token)
 
 
 def forget_tracking_uri(root: Path) -> None:
@@ -117,7 +108,7 @@ def test_a_github_token_with_a_trailing_newline_posts_the_report(
     capsys: pytest.CaptureFixture[str],
     ending: str,
 ) -> None:
-    set_env(monkeypatch, actions_env(fake, tmp_path, token=fake.token + ending))
+    in_pull_request(monkeypatch, fake, tmp_path, token=fake.token + ending)
     assert report("--no-images") == 0
     assert len(fake.issue_comments(7)) == 1
     out = capsys.readouterr()
@@ -147,7 +138,7 @@ def test_a_malformed_github_token_is_one_error_line_that_does_not_echo_it(
     token: str,
     problem: str,
 ) -> None:
-    set_env(monkeypatch, actions_env(fake, tmp_path, token=token))
+    in_pull_request(monkeypatch, fake, tmp_path, token=token)
     assert report("--no-images") == 2
     out = capsys.readouterr()
     assert out.err.startswith("error: GITHUB_TOKEN ") and problem in out.err
@@ -165,90 +156,19 @@ def test_a_malformed_token_option_is_named_as_the_option(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    set_env(monkeypatch, actions_env(fake, tmp_path, token=fake.token))
+    in_pull_request(monkeypatch, fake, tmp_path, token=fake.token)
     assert report("--no-images", "--token", "ghp_Planted Secret0123") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --token has whitespace") and "Planted" not in err
     assert fake.requests == []
 
 
-class FakeGitLab:
-    """Merge request !5's notes on a loopback server; it keeps every PRIVATE-TOKEN it was sent."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-        self.tokens_seen: list[str] = []
-        self.notes: list[dict[str, Any]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v4"
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def answer(self, status: int, data: Any) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def authorised(self) -> bool:
-                fake.tokens_seen.append(self.headers.get("PRIVATE-TOKEN", ""))
-                if self.headers.get("PRIVATE-TOKEN") != fake.token:
-                    self.answer(401, {"message": "401 Unauthorized"})
-                    return False
-                return True
-
-            def do_GET(self) -> None:
-                if not self.authorised():
-                    return
-                if self.path.startswith("/api/v4/projects/42/merge_requests/5/notes"):
-                    self.answer(200, fake.notes)
-                elif self.path == "/api/v4/projects/42/merge_requests/5":
-                    self.answer(
-                        200, {"web_url": "https://gitlab.example.com/g/p/-/merge_requests/5"}
-                    )
-                else:
-                    self.answer(404, {"message": "404 Not found"})
-
-            def do_POST(self) -> None:
-                if not self.authorised():
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length))["body"]
-                fake.notes.append({"id": len(fake.notes) + 1, "body": body})
-                self.answer(201, fake.notes[-1])
-
-        return Handler
-
-    def __enter__(self) -> FakeGitLab:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
 def gitlab(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitLab]:
-    with FakeGitLab("glpat-PlantedGitLabQz01") as server:
-        for key, value in {
-            "CI_MERGE_REQUEST_IID": "5",
-            "CI_PROJECT_ID": "42",
-            "CI_API_V4_URL": server.api_url,
-        }.items():
-            monkeypatch.setenv(key, value)
+    """A fake GitLab that knows only the planted token; merge request !5's pipeline variables."""
+    users = {PLANTED_GITLAB_TOKEN: {"id": 5, "username": "project_bot"}}
+    with FakeGitLab(users=users) as server:
+        in_gitlab_pipeline(monkeypatch, server, token=None)
         yield server
 
 
@@ -260,11 +180,11 @@ def test_a_gitlab_token_with_a_trailing_newline_posts_the_note(
     capsys: pytest.CaptureFixture[str],
     ending: str,
 ) -> None:
-    monkeypatch.setenv("GITLAB_TOKEN", gitlab.token + ending)
+    monkeypatch.setenv("GITLAB_TOKEN", PLANTED_GITLAB_TOKEN + ending)
     assert report("--no-images") == 0
-    assert len(gitlab.notes) == 1 and set(gitlab.tokens_seen) == {gitlab.token}
+    assert len(gitlab.notes) == 1 and set(gitlab.tokens_seen) == {PLANTED_GITLAB_TOKEN}
     out = capsys.readouterr()
-    assert gitlab.token not in out.out + out.err
+    assert PLANTED_GITLAB_TOKEN not in out.out + out.err
 
 
 @pytest.mark.parametrize("variable", ["GITLAB_TOKEN", "CI_JOB_TOKEN"])
@@ -307,7 +227,7 @@ def test_an_api_url_with_credentials_is_refused_without_printing_them(
     capsys: pytest.CaptureFixture[str],
     api_url: str,
 ) -> None:
-    set_env(monkeypatch, actions_env(fake, tmp_path, token=fake.token))
+    in_pull_request(monkeypatch, fake, tmp_path, token=fake.token)
     port = fake.api_url.rsplit(":", 1)[1]
     url = api_url.format(user=API_USER, password=API_PASSWORD, port=port)
     assert report("--no-images", "--api-url", url) == 2
@@ -324,7 +244,7 @@ def test_a_gitlab_api_url_with_credentials_is_refused_without_printing_them(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("GITLAB_TOKEN", gitlab.token)
+    monkeypatch.setenv("GITLAB_TOKEN", PLANTED_GITLAB_TOKEN)
     monkeypatch.setenv(
         "CI_API_V4_URL", gitlab.api_url.replace("//", f"//{API_USER}:{API_PASSWORD}@")
     )
@@ -381,7 +301,7 @@ def test_no_planted_secret_reaches_any_output_channel(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path
 ) -> None:
     forget_tracking_uri(ws.root)
-    env = actions_env(fake, tmp_path, token=fake.token + "\n")
+    env = pull_request_env(fake, tmp_path, token=fake.token + "\n")
     env["MLFLOW_TRACKING_URI"] = PLANTED_TRACKING_URI
     env["GITHUB_SERVER_URL"] = f"https://ci:{SERVER_PASSWORD}@github.example.com"
     port = fake.api_url.rsplit(":", 1)[1]
@@ -441,7 +361,7 @@ def test_train_evaluate_and_report_print_no_planted_secret(
     write_params(work, FAST_PARAMS)
     ci = tmp_path / "ci"
     ci.mkdir()
-    env = actions_env(fake, ci, token=fake.token + "\n")
+    env = pull_request_env(fake, ci, token=fake.token + "\n")
     env["MLFLOW_TRACKING_URI"] = PLANTED_TRACKING_URI
     env["GITHUB_SERVER_URL"] = f"https://ci:{SERVER_PASSWORD}@github.example.com"
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"

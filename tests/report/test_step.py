@@ -14,7 +14,13 @@ import pytest
 from cxml.core.console import run_entry_point
 from cxml.report.step import main
 from tests.support.github_server import FakeGitHub, github_server, pull_request_event, push_event  # noqa: F401
-from tests.support.report import Workspace, clean_env, workspace  # noqa: F401 - fixtures `ws` uses
+from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
+    Workspace,
+    clean_env,
+    in_actions,
+    step_outputs,
+    workspace,
+)
 
 HEAD_SHA = "e" * 40
 
@@ -33,41 +39,6 @@ def ws(workspace: Workspace) -> Workspace:  # noqa: F811
 
 def report(*args: str) -> int:
     return run_entry_point(main, list(args))
-
-
-def in_actions(
-    monkeypatch: pytest.MonkeyPatch,
-    fake: FakeGitHub,
-    tmp_path: Path,
-    event_name: str,
-    event: object,
-) -> dict[str, Path]:
-    """The environment GitHub Actions gives a job step, pointed at the fake GitHub."""
-    event_path = tmp_path / "event.json"
-    event_path.write_text(json.dumps(event))
-    files = {"output": tmp_path / "github_output", "summary": tmp_path / "step_summary"}
-    for path in files.values():
-        path.write_text("")
-    env = {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": event_name,
-        "GITHUB_EVENT_PATH": str(event_path),
-        "GITHUB_REPOSITORY": fake.repository,
-        "GITHUB_API_URL": fake.api_url,
-        "GITHUB_SERVER_URL": fake.server_url,
-        "GITHUB_TOKEN": fake.token,
-        "GITHUB_RUN_ID": "4242",
-        "GITHUB_SHA": "f" * 40,
-        "GITHUB_OUTPUT": str(files["output"]),
-        "GITHUB_STEP_SUMMARY": str(files["summary"]),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return files
-
-
-def outputs(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 # ---------------------------------------------------------------- local use
@@ -141,7 +112,7 @@ def test_pull_request_comment_is_created_then_updated_in_place(
         f"[workflow run]({fake.server_url}/octo-org/octo-repo/actions/runs/4242)"
         in first[0]["body"]
     )
-    url = outputs(files["output"])["comment-url"]
+    url = step_outputs(files["output"])["comment-url"]
     assert url == first[0]["html_url"]
     assert "<!-- cxml-report: cxml-model -->" in files["summary"].read_text()
 
@@ -298,7 +269,9 @@ def test_push_comments_on_the_commit(
     assert report("--no-images") == 0
     comments = fake.commit_comments("f" * 40)
     assert len(comments) == 1
-    assert outputs(files["output"])["comment-url"].endswith(f"#commitcomment-{comments[0]['id']}")
+    assert step_outputs(files["output"])["comment-url"].endswith(
+        f"#commitcomment-{comments[0]['id']}"
+    )
 
 
 def test_dry_run_in_a_pull_request_job_sends_nothing_and_writes_the_summary(
@@ -312,7 +285,7 @@ def test_dry_run_in_a_pull_request_job_sends_nothing_and_writes_the_summary(
     assert report("--dry-run", "--publish-images") == 0
     assert fake.requests == []
     assert "<!-- cxml-report: cxml-model -->" in files["summary"].read_text()
-    assert "comment-url" not in outputs(files["output"])
+    assert "comment-url" not in step_outputs(files["output"])
     assert "--dry-run, not publishing 3 images" in capsys.readouterr().out
     assert (ws.root / "report-training.png").exists()
 
@@ -323,7 +296,7 @@ def test_target_none_posts_nothing(
     files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
     assert report("--target", "none", "--no-images") == 0
     assert fake.requests == []
-    assert "comment-url" not in outputs(files["output"])
+    assert "comment-url" not in step_outputs(files["output"])
     assert "cxml-report" in files["summary"].read_text()
 
 

@@ -20,6 +20,7 @@ from cxml.serve.service import PredictionService
 from cxml.serve.settings import DEFAULT_MAX_IMAGE_PIXELS, default_threads, default_workers
 from cxml.serve.step import parse_args, settings_from_args
 from tests.support.deploy import PYTHON, free_port, make_model_file, png_bytes
+from tests.support.serving import running_serve, save_release
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +28,13 @@ def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = make_model_file(
         tmp_path_factory.mktemp("model") / "model.pt", seed=3, git_commit="c0ffee"
     )
-    digest = bundle.sha256_file(model)
-    info = bundle.ReleaseInfo(
-        release=bundle.release_name("7", digest),
-        model_version="7",
-        model_name="cxml-model",
-        run_id="run7",
-        tracking_uri=None,
+    return save_release(
+        model,
+        tmp_path_factory.mktemp("release"),
         git_commit="c0ffee",
-        created_at="2026-11-25T11:00:00Z",
-        model_sha256=digest,
-        model_metadata=bundle.read_model_metadata(model),
         metrics={"accuracy": 0.97, "latency_p50_ms": 0.3, "seconds": 12.0},
-        gate_decision="pass",
         serving=bundle.ServingConfig(max_batch=8, max_request_bytes=200_000),
     )
-    return bundle.save_bundle(
-        tmp_path_factory.mktemp("release") / info.release, model, info
-    ).directory
 
 
 def make_service(release_dir: Path, *extra: str) -> PredictionService:
@@ -374,34 +364,9 @@ def test_bare_model_file_and_option_checks(tmp_path: Path, release_dir: Path) ->
 
 @pytest.mark.slow
 def test_a_real_serve_process_answers_and_stops_cleanly(release_dir: Path, tmp_path: Path) -> None:
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "cxml.serve",
-            "--bundle",
-            str(release_dir),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
+    argv = ["--bundle", str(release_dir), "--workers", "2"]
+    with running_serve(argv, tmp_path / "serve.log") as served:
+        base = served.url
         response = httpx.post(
             f"{base}/predict", files=multipart(png_bytes(), png_bytes(9)), timeout=10
         )
@@ -415,11 +380,8 @@ def test_a_real_serve_process_answers_and_stops_cleanly(release_dir: Path, tmp_p
             text = httpx.get(f"{base}/metrics", timeout=5).text
             assert 'cxml_requests_total{endpoint="/predict",code="200"} 21' in text
             assert "cxml_images_total 22" in text
-    finally:
-        process.send_signal(signal.SIGTERM)
-        # uvicorn finishes in-flight requests, then re-raises SIGTERM (as process managers expect)
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-        log.close()
+    # uvicorn finishes in-flight requests, then re-raises SIGTERM (as process managers expect)
+    assert served.process.returncode in (0, -signal.SIGTERM)
 
 
 def test_folded_model_gives_the_reference_probabilities(

@@ -288,3 +288,53 @@ def test_a_lone_request_does_not_wait_for_company_that_is_not_coming() -> None:
     started = time.monotonic()
     assert asyncio.run(batcher.classify_batched(torch.zeros(1))) == [[1.0]]
     assert time.monotonic() - started < 1.0
+
+
+def test_requests_that_waited_through_a_batch_still_wait_the_delay_for_company() -> None:
+    """The delay counts from when the model is free: a request that arrived during a forward pass
+    is held up to max_delay after it for the client that was just answered (closed-loop clients)."""
+    import torch
+
+    from cxml.serve.batching import Batcher
+
+    sizes: list[int] = []
+
+    async def infer(work: object) -> list[list[float]]:
+        await asyncio.sleep(0.2)
+        assert callable(work)
+        rows: list[list[float]] = work()
+        return rows
+
+    batcher = Batcher(
+        lambda batch: [[1.0]] * int(batch.shape[0]), infer, max_images=2, max_delay_s=0.1,
+        on_batch=sizes.append,
+    )  # fmt: skip
+
+    async def later(delay: float) -> list[list[float]]:
+        await asyncio.sleep(delay)
+        return await batcher.classify_batched(torch.zeros(1))
+
+    async def main() -> None:
+        # two fill the first batch (0-0.2 s); one arrives while it runs (its own delay is over by
+        # the time the model is free), one 30 ms after it is answered: those two share a pass
+        await asyncio.gather(later(0), later(0), later(0.01), later(0.23))
+
+    asyncio.run(main())
+    assert sizes == [2, 2]
+
+
+def test_recent_peak_remembers_clients_just_answered_and_forgets_old_bursts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cxml.serve import admission as admission_module
+    from cxml.serve.admission import Admission
+
+    monkeypatch.setattr(admission_module, "PEAK_WINDOW_S", 0.05)
+    admission = Admission(max_active=2, max_queue=8)
+    with admission.admit(), admission.admit(), admission.admit():
+        pass
+    assert admission.held == 0 and admission.recent_peak() == 3  # their next requests are due
+    time.sleep(0.12)  # two windows without a request: nobody is about
+    assert admission.recent_peak() == 0
+    with admission.admit():
+        assert admission.recent_peak() == 1

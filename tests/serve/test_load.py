@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import io
 import re
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.deploy import PYTHON, free_port, make_model_file, png_bytes
+from tests.support.deploy import make_model_file, png_bytes
+from tests.support.serving import ServeProcess, running_serve
 
 pytestmark = pytest.mark.slow
 
@@ -26,61 +24,21 @@ MAX_QUEUE = 2
 BATCH = 32
 
 
-@dataclass
-class Server:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """One serving process (one worker, so one event loop) with a small work queue."""
     workdir = tmp_path_factory.mktemp("serve")
     model = make_model_file(workdir / "model.pt", seed=5)
-    port = free_port()
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                PYTHON, "-m", "cxml.serve", "--model", str(model), "--device", "cpu",
-                "--port", str(port), "--workers", "1", "--threads", "1",
-                "--max-active", str(MAX_ACTIVE), "--max-queue", str(MAX_QUEUE),
-                "--max-batch", str(BATCH), "--max-request-bytes", str(16 * 1024 * 1024),
-            ],
-            stdout=log,
-            stderr=log,
-        )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", log_path, process)
-    try:
-        wait_until_healthy(server)
+    argv = [
+        "--model", str(model), "--device", "cpu", "--workers", "1", "--threads", "1",
+        "--max-active", str(MAX_ACTIVE), "--max-queue", str(MAX_QUEUE),
+        "--max-batch", str(BATCH), "--max-request-bytes", str(16 * 1024 * 1024),
+    ]  # fmt: skip
+    with running_serve(argv, workdir / "serve.log", timeout_s=90) as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
-def wait_until_healthy(server: Server, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, server.log_text()
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no healthy answer after {timeout_s} s:\n{server.log_text()}")
-
-
-def predict_counts(server: Server) -> dict[str, int]:
+def predict_counts(server: ServeProcess) -> dict[str, int]:
     """/predict answers so far by status code, as /metrics reports them."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     pattern = r'cxml_requests_total\{endpoint="/predict",code="([^"]+)"\} (\d+)'
@@ -129,7 +87,7 @@ class Hammer:
 
 @pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=b"])
 def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(
-    server: Server, content_type: str
+    server: ServeProcess, content_type: str
 ) -> None:
     before = predict_counts(server)
     log_before = server.log_text()
@@ -152,7 +110,7 @@ def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_traceback(
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
-def test_a_client_that_gives_up_while_queued_costs_no_work(server: Server) -> None:
+def test_a_client_that_gives_up_while_queued_costs_no_work(server: ServeProcess) -> None:
     before = predict_counts(server)
     files = multipart(*[large_png()] * BATCH)
     busy = threading.Thread(
@@ -178,7 +136,7 @@ def test_a_client_that_gives_up_while_queued_costs_no_work(server: Server) -> No
 
 
 def test_health_answers_under_load_and_overload_is_a_503_with_retry_after(
-    server: Server,
+    server: ServeProcess,
 ) -> None:
     before = predict_counts(server)
     files = multipart(*[large_png()] * BATCH)

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -172,8 +173,12 @@ def run_act(
     outputs_file: Path,
     secrets: dict[str, str] | None = None,
     timeout: float = 600,
+    extra_args: Sequence[str] = (),
 ) -> ActRun:
-    """`act <event>` in host mode with stdin closed, as NOTES.md describes; returns log and outputs."""
+    """`act <event>` in host mode with stdin closed, as NOTES.md describes; returns log and outputs.
+
+    `extra_args`: more act options, e.g. `-P deploy=-self-hosted`, `--var NAME=VALUE` or
+    `--local-repository OWNER/REPO@REF=PATH` (see `local_actions_args`)."""
     act = tool("act")
     event_file = environment.work / f"{event_name}-event.json"
     event_file.write_text(json.dumps(event), encoding="utf-8")
@@ -191,6 +196,7 @@ def run_act(
     ]
     for name, value in (secrets or {}).items():
         command += ["-s", f"{name}={value}"]
+    command += list(extra_args)
     env = {
         key: value
         for key, value in tool_env().items()
@@ -220,6 +226,19 @@ def run_act(
     if outputs_file.is_file():
         steps = json.loads(outputs_file.read_text(encoding="utf-8"))
     return ActRun(result.returncode, result.stdout + result.stderr, seconds, steps)
+
+
+def local_actions_args(actions: str, checkout: Path) -> list[str]:
+    """act options that serve `uses: OWNER/REPO/actions/X@REF` (`actions` is `OWNER/REPO@REF`,
+    as `cxml init --actions` takes it) from a local copy of cxml's action source, so a workflow
+    written by `cxml init` runs as written; the runner labels the templates use run on this host."""
+    checkout.mkdir(parents=True, exist_ok=True)
+    copy_action_source(checkout)
+    return [
+        "--local-repository",
+        f"{actions}={checkout}",
+        *("-P", "gpu=-self-hosted", "-P", "deploy=-self-hosted"),
+    ]
 
 
 def pull_request_payload(

@@ -319,6 +319,8 @@ class RequestLoop:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    """The model version of every answer, in order (versions keeps only the changes)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -346,6 +348,7 @@ class RequestLoop:
                     if response.status_code == 200:
                         self.ok += 1
                         version = response.json()["model_version"]
+                        self.answers.append(version)
                         if not self.versions or self.versions[-1] != version:
                             self.versions.append(version)
                     else:
@@ -415,3 +418,66 @@ def host_state(root: Path) -> dict[str, object]:
 
 def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+# --- several "hosts": an sshd, an nginx and a deploy root each ------------------------------
+
+PROCESS_SERVE: dict[str, object] = {
+    "mode": "process",
+    "remote_python": PYTHON,
+    "ssh": {"user": "root"},
+    "health_timeout": 60,
+    "drain": 1,
+}
+"""deploy.yaml's `serve:` for `cxml serve` processes started over the test sshd."""
+
+
+@dataclass
+class DeployHost:
+    """One serving "host": an sshd on its own loopback port, its own nginx and its own root."""
+
+    ssh: SshServer
+    proxy: NginxProxy
+    root: Path
+
+    @property
+    def label(self) -> str:
+        return f"root@127.0.0.1:{self.ssh.port}"
+
+    def entry(self, **overrides: object) -> dict[str, object]:
+        """This host in deploy.yaml: its own root and its own nginx."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.ssh.port,
+            "root": str(self.root),
+            "proxy": {
+                "upstream_file": str(self.proxy.upstream_config),
+                "reload": self.proxy.reload_command,
+                "public_url": self.proxy.url,
+            },
+            **overrides,
+        }
+
+
+def start_ssh_servers(
+    stack: contextlib.ExitStack, tmp_path_factory: pytest.TempPathFactory, count: int
+) -> list[SshServer]:
+    """`count` sshd that all accept one deploy key (the first one's client key)."""
+    start = contextlib.contextmanager(ssh_server.__wrapped__)
+    servers = [stack.enter_context(start(tmp_path_factory)) for _ in range(count)]
+    first_key = servers[0].key_file.with_suffix(".pub").read_text()
+    for server in servers[1:]:
+        with (server.key_file.parent / "authorized_keys").open("a") as authorized:
+            authorized.write(first_key)
+    return servers
+
+
+def start_deploy_host(
+    stack: contextlib.ExitStack, tmp_path_factory: pytest.TempPathFactory, server: SshServer
+) -> DeployHost:
+    """A host reached through `server`: a fresh nginx and root, its services stopped on exit."""
+    start = contextlib.contextmanager(nginx_proxy.__wrapped__)
+    proxy = stack.enter_context(start(tmp_path_factory))
+    root = tmp_path_factory.mktemp("host") / "cxml"
+    stack.callback(stop_services, root)
+    return DeployHost(server, proxy, root)

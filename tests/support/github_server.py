@@ -19,14 +19,18 @@ Implemented operations (everything else in the spec answers 501 and is recorded 
 "not implemented by the fake", so a test never passes by accident):
 
 - the authenticated user: `GET /user` (a PAT's user; 403 for an installation token)
+- the repository: `GET /repos/{owner}/{repo}` (with `permissions` for a PAT's user, without
+  for an installation token, as GitHub answers)
 - issue comments: list (paginated, `per_page`/`page`, Link header), create, get, update, delete
 - commit comments: list, create, get, update, delete
 - git data: get ref (`/git/ref/{ref}`), matching-refs, create ref, update ref (fast-forward
   check, `force`), delete ref, create/get blob, create/get tree (`base_tree`), create/get commit
 
 Auth: `Authorization: Bearer <t>` or `token <t>`. Tokens are registered with a permission:
-`"write"` (default, `FakeGitHub.token`) or `"read"` (like the read-only token of fork PRs, which
-gets 403 "Resource not accessible by integration" on writes). Unknown tokens get 401.
+`"write"` (default, `FakeGitHub.token`), `"read"` (like the read-only token of fork PRs, which
+gets 403 "Resource not accessible by integration" on writes) or `"comments"` (a GITHUB_TOKEN
+with `pull-requests: write` but `contents: read`: it writes issue comments only). Unknown
+tokens get 401.
 A token is an installation token (like GITHUB_TOKEN: its comments are by `github-actions[bot]`,
 type Bot, and `GET /user` answers 403 "Resource not accessible by integration", as GitHub does)
 unless it is registered with a `login` (`add_token(t, login="octocat")`): then it is that user's
@@ -731,6 +735,7 @@ class FakeGitHub:
         self.token_logins: dict[str, str | None] = {token: None}
         """The user of each personal access token; None: an installation token (the bot)."""
         self._caller: str | None = None
+        self._caller_token = ""
         self.pull_requests = set(pull_requests)
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
@@ -891,12 +896,13 @@ class FakeGitHub:
         owner_repo = f"{path_params.get('owner')}/{path_params.get('repo')}"
         if "owner" in path_params and owner_repo != self.repository:
             return 404, error_body("Not Found"), {}
-        if method != "GET" and permission != "write":
+        if method != "GET" and not can_write(permission, operation.operation_id):
             return 403, error_body("Resource not accessible by integration"), {}
         body = json.loads(raw_body) if raw_body.strip() else None
         try:
             with self._lock:
                 self._caller = self.token_logins.get(token)
+                self._caller_token = token
                 status, payload, extra = self.dispatch(
                     operation.operation_id, path_params, record.query, body
                 )
@@ -932,6 +938,7 @@ class FakeGitHub:
     ) -> tuple[int, Any, dict[str, str]]:
         handlers = {
             "users/get-authenticated": self.op_get_authenticated_user,
+            "repos/get": self.op_get_repository,
             "issues/list-comments": self.op_list_issue_comments,
             "issues/create-comment": self.op_create_issue_comment,
             "issues/get-comment": self.op_get_issue_comment,
@@ -995,6 +1002,28 @@ class FakeGitHub:
             "updated_at": now_iso(),
         }
         return 200, profile, {}
+
+    def op_get_repository(
+        self, params: Mapping[str, str], query: Any, body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        schema = self.contract.spec["components"]["schemas"]["full-repository"]
+        repository = deep_merge(
+            instance_from_schema(schema, self.contract.spec), _repository_fields(self.repository)
+        )
+        repository["owner"] = user(
+            self.repository.split("/")[0], 9_000_001, self.server_url, self.api_url, "Organization"
+        )
+        repository.pop("permissions", None)
+        if self._caller is not None:  # GitHub tells a user their rights, not an installation
+            write = self.tokens.get(self._caller_token, "read") == "write"
+            repository["permissions"] = {
+                "admin": False,
+                "maintain": False,
+                "push": write,
+                "triage": write,
+                "pull": True,
+            }
+        return 200, repository, {}
 
     def op_list_issue_comments(
         self, params: Mapping[str, str], query: Mapping[str, list[str]], body: Any
@@ -1387,6 +1416,13 @@ class FakeGitHub:
         if commit is None:
             raise ApiError(404, "Not Found")
         return 200, commit, {}
+
+
+def can_write(permission: str, operation_id: str) -> bool:
+    """Whether a token with `permission` may send this write (see the module docstring)."""
+    return permission == "write" or (
+        permission == "comments" and operation_id.startswith("issues/")
+    )
 
 
 def public(comment: Mapping[str, Any]) -> dict[str, Any]:

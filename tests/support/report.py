@@ -6,19 +6,31 @@ Import the fixtures into a test module (`from tests.support.report import worksp
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
+import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 from tests.conftest import git
 
 CLASSES = [str(i) for i in range(10)]
+GITLAB_TOKEN = "glpat-fakeProjectToken123"
+GITLAB_OTHER_TOKEN = "glpat-someoneElsesToken456"
+GITLAB_USERS = {
+    GITLAB_TOKEN: {"id": 71, "username": "project_42_bot_0a1b2c", "name": "cxml", "bot": True},
+    GITLAB_OTHER_TOKEN: {"id": 72, "username": "mallory", "name": "Mallory", "bot": False},
+}
+GITLAB_PROJECT = "group/model-repo"
 # Every variable the report reads from its environment; tests start from none of them set.
 REPORT_ENV_VARS = (
     "GITHUB_ACTIONS",
@@ -274,3 +286,206 @@ def workspace(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Workspa
     made = make_workspace(tmp_path / "repo")
     clean_env.chdir(made.root)
     yield made
+
+
+def in_actions(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: Any,
+    folder: Path,
+    event_name: str,
+    event: object,
+    *,
+    token: str | None = None,
+) -> dict[str, Path]:
+    """The environment GitHub Actions gives a job step (`actions_env`), set in this process;
+    returns the step's output and summary files."""
+    for key, value in actions_env(fake, folder, event_name, event, token=token).items():
+        monkeypatch.setenv(key, value)
+    return {"output": folder / "github_output", "summary": folder / "step_summary"}
+
+
+def actions_env(
+    fake: Any, folder: Path, event_name: str, event: object, *, token: str | None = None
+) -> dict[str, str]:
+    """The variables GitHub Actions gives a job step, pointed at the fake GitHub (`fake`), with
+    the event, output and summary files written (empty) in `folder`."""
+    event_path = folder / "event.json"
+    event_path.write_text(json.dumps(event))
+    for name in ("github_output", "step_summary"):
+        (folder / name).write_text("")
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": event_name,
+        "GITHUB_EVENT_PATH": str(event_path),
+        "GITHUB_REPOSITORY": fake.repository,
+        "GITHUB_API_URL": fake.api_url,
+        "GITHUB_SERVER_URL": fake.server_url,
+        "GITHUB_TOKEN": token or fake.token,
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_SHA": "f" * 40,
+        "GITHUB_OUTPUT": str(folder / "github_output"),
+        "GITHUB_STEP_SUMMARY": str(folder / "step_summary"),
+    }
+
+
+def step_outputs(path: Path) -> dict[str, str]:
+    """`name=value` lines of a $GITHUB_OUTPUT file."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+# ---------------------------------------------------------------- a fake GitLab
+
+
+class FakeGitLab:
+    """Merge request !5 of one project on a loopback server; notes kept in memory like GitLab.
+
+    GitLab publishes no machine-readable REST description to check against, so the fake checks
+    what its v4 docs state for the three note endpoints and `GET /user`: the paths,
+    `PRIVATE-TOKEN` or `JOB-TOKEN`, a JSON body with a string `body`, and `per_page` <= 100
+    (`violations`). Notes carry their `author`; each token in `users` acts as one user (a
+    project access token's is a bot user, `project_<id>_bot_<hash>`). `tokens_seen` keeps every
+    token it was sent, so a test can tell which (if any) reached it.
+    """
+
+    def __init__(
+        self, *, project: str = GITLAB_PROJECT, users: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        self.project = project
+        self.users = GITLAB_USERS if users is None else users
+        self.notes: dict[int, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.tokens_seen: list[str] = []
+        self.violations: list[str] = []
+        self.ids = itertools.count(301)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v4"
+
+    def __enter__(self) -> FakeGitLab:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def serve(self) -> None:
+                parts = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.requests.append((self.command, parts.path))
+                status, payload = fake.handle(
+                    self.command, parts.path, parse_qs(parts.query), dict(self.headers), raw
+                )
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = serve
+
+        return Handler
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> tuple[int, Any]:
+        token = headers.get("PRIVATE-TOKEN") or headers.get("JOB-TOKEN") or ""
+        self.tokens_seen.append(token)
+        if token not in self.users:
+            return 401, {"message": "401 Unauthorized"}
+        if path == "/api/v4/user" and method == "GET":
+            return 200, {
+                **self.users[token],
+                "state": "active",
+                "web_url": "https://gitlab.example.com",
+            }
+        match = re.fullmatch(
+            r"/api/v4/projects/([^/]+)/merge_requests/(\d+)(/notes(?:/(\d+))?)?", path
+        )
+        if match is None or unquote(match.group(1)) != self.project:
+            return 404, {"message": "404 Project Not Found"}
+        if int(match.group(2)) != 5:
+            return 404, {"message": "404 Not found"}
+        if int(query.get("per_page", ["20"])[0]) > 100:
+            self.violations.append("per_page above 100")
+        if match.group(3) is None:
+            return (
+                (
+                    200,
+                    {
+                        "iid": 5,
+                        "web_url": f"https://gitlab.example.com/{self.project}/-/merge_requests/5",
+                    },
+                )
+                if method == "GET"
+                else (405, {})
+            )
+        body: Any = None
+        if method in ("POST", "PUT"):
+            if not headers.get("Content-Type", "").startswith("application/json"):
+                self.violations.append(f"{method} {path}: body is not JSON")
+            body = json.loads(raw or b"{}")
+            if not isinstance(body.get("body"), str):
+                self.violations.append(f"{method} {path}: 'body' must be a string")
+                return 400, {"message": "400 Bad request - body is missing"}
+        note_id = match.group(4)
+        if method == "GET" and note_id is None:
+            page = int(query.get("page", ["1"])[0])
+            per_page = int(query.get("per_page", ["20"])[0])
+            items = sorted(self.notes.values(), key=lambda n: n["id"])
+            return 200, items[(page - 1) * per_page : page * per_page]
+        if method == "POST" and note_id is None:
+            note = {
+                "id": next(self.ids),
+                "body": body["body"],
+                "author": self.users[token],
+                "system": False,
+                "noteable_iid": 5,
+            }
+            self.notes[note["id"]] = note
+            return 201, note
+        if method == "PUT" and note_id is not None and int(note_id) in self.notes:
+            self.notes[int(note_id)]["body"] = body["body"]
+            return 200, self.notes[int(note_id)]
+        return 404, {"message": "404 Not found"}
+
+
+@pytest.fixture
+def gitlab_server() -> Iterator[FakeGitLab]:
+    """A running FakeGitLab; the test fails on any request GitLab's docs say it would reject."""
+    with FakeGitLab() as fake:
+        yield fake
+    assert fake.violations == []
+
+
+def in_gitlab_pipeline(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeGitLab, *, token: str | None = GITLAB_TOKEN
+) -> None:
+    """The variables of a merge-request pipeline for !5, pointed at the fake GitLab."""
+    monkeypatch.setenv("CI_MERGE_REQUEST_IID", "5")
+    monkeypatch.setenv("CI_PROJECT_ID", fake.project)
+    monkeypatch.setenv("CI_API_V4_URL", fake.api_url)
+    if token is not None:
+        monkeypatch.setenv("GITLAB_TOKEN", token)

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import run_cxml, write_params
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.mlflow_server import free_port, mlflow_server  # noqa: F401
 
 
 def check_tracked_run(tracking_uri: str, directory: Path, epochs: int) -> None:
@@ -45,6 +34,11 @@ def check_tracked_run(tracking_uri: str, directory: Path, epochs: int) -> None:
     version = client.get_model_version_by_alias("cxml-model", "candidate")
     assert str(version.version) == run_info["model_version"]
     assert version.run_id == run.info.run_id
+    import mlflow.pyfunc  # the served model installs the versions that trained it
+
+    mlflow.set_tracking_uri(tracking_uri)
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/cxml-model@candidate"))
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements.read_text().splitlines()
 
     mlflow.set_tracking_uri(tracking_uri)
     registered = mlflow.pytorch.load_model("models:/cxml-model@candidate")
@@ -128,56 +122,7 @@ def test_the_probe_says_why_a_server_is_unreachable() -> None:
         assert time.monotonic() - started < 8
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:  # refused, or too slow while it starts
-                pass
-            assert process.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not answer /health"
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def test_the_probe_finds_a_real_server(mlflow_server: str) -> None:
+def test_the_probe_finds_a_real_server(mlflow_server: str) -> None:  # noqa: F811
     from cxml.tracking.client import unreachable_reason
 
     assert unreachable_reason(mlflow_server) is None
@@ -185,7 +130,7 @@ def test_the_probe_finds_a_real_server(mlflow_server: str) -> None:
 
 
 @pytest.mark.slow
-def test_real_mlflow_server(workdir: Path, mlflow_server: str) -> None:
+def test_real_mlflow_server(workdir: Path, mlflow_server: str) -> None:  # noqa: F811
     write_params(workdir, "train:\n  epochs: 2\n  batch_size: 128\n")
     result = run_cxml("run", "--no-fail", cwd=workdir, env={"MLFLOW_TRACKING_URI": mlflow_server})
     assert result.returncode == 0, result.stderr

@@ -27,10 +27,16 @@ MAX_PARAMS_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["digits", "imagefolder"] = "digits"
-    """`digits`: scikit-learn's built-in 8x8 digits; `imagefolder`: a directory of split folders."""
+    source: Literal["digits", "imagefolder", "csv", "breast_cancer"] = "digits"
+    """`digits`: scikit-learn's built-in 8x8 digits; `imagefolder`: a directory of split folders;
+    `csv`: a table (docs/tabular.md); `breast_cancer`: scikit-learn's built-in tabular example."""
     path: str | None = None
-    """Root of an imagefolder dataset (split folders `train/val/test` or `training/validation/evaluation`)."""
+    """Root of an imagefolder dataset (split folders `train/val/test` or `training/validation/evaluation`);
+    for `csv`, one CSV file (split by the fractions) or a folder of train.csv/val.csv/test.csv."""
+    label_column: str = "label"
+    """`csv`: the column that holds the class of each row."""
+    feature_columns: tuple[str, ...] = ()
+    """`csv`: the feature columns, in the order the model takes them; empty: all but the label."""
     image_size: int | None = None
     """Side of the square images the model sees; default: 8 for digits, 64 for imagefolder."""
     val_fraction: float = 0.15
@@ -49,6 +55,8 @@ class ModelConfig:
     """`small_cnn` or any torchvision classification model name (`resnet18`, ...)."""
     weights: str | None = None
     """Optional local file of pretrained weights (a state dict); never downloaded."""
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    """`mlp`: the widths of its hidden layers."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,19 @@ class TrainConfig:
 class EvaluateConfig:
     baseline: str = "auto"
     """`auto` (git base ref, then registry champion), `git:<ref>`, `champion`, or `none`."""
-    gate: tuple[str, ...] = ("accuracy >= 0.9", "accuracy >= baseline - 0.005")
+    gate: tuple[str, ...] = ("accuracy >= 0.9", "accuracy >= baseline - 0.01")
     require_baseline: bool = False
     """True: no baseline is an error (exit 2) instead of skipping the relative rules."""
     latency_samples: int = 100
+    """Timed single-image calls per latency trial."""
+    latency_trials: int = 5
+    """Latency trials: the metric is the median trial's, `<metric>_spread` their max - min."""
+    latency_budget_s: float = 0.5
+    """Seconds for the latency measurement (warm-up included): once they have passed, no further
+    trial starts if 3 (or all `latency_trials`, if fewer) are done."""
     batch_size: int = 256
+    directions: dict[str, Literal["higher", "lower"]] = field(default_factory=dict)
+    """Which way is better per metric (`rmse: lower`); default: from the name (core/metrics.py)."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{source}: {key}: expected one of {choices}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {_describe(value)}")
+        return {
+            _coerce(args[0], k, source, f"{key} key"): _coerce(args[1], v, source, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
@@ -336,6 +359,9 @@ def _describe(value: Any) -> str:
 
 
 SEED_LIMIT = 2**32
+TABULAR_SOURCES = ("csv", "breast_cancer")
+MAX_HIDDEN_WIDTH = 65_536
+MAX_HIDDEN_LAYERS = 32
 SEED_RANGE = f"must be between 0 and {SEED_LIMIT - 1}"
 
 
@@ -381,6 +407,11 @@ def validate_ranges(params: Params) -> None:
         (params.train.weight_decay >= 0, "train.weight_decay: must not be negative"),
         (params.train.num_workers >= 0, "train.num_workers: must not be negative"),
         (params.evaluate.latency_samples >= 1, "evaluate.latency_samples: must be at least 1"),
+        (params.evaluate.latency_trials >= 1, "evaluate.latency_trials: must be at least 1"),
+        (
+            params.evaluate.latency_budget_s >= 0,
+            "evaluate.latency_budget_s: must not be negative (seconds; default 0.5)",
+        ),
         (params.evaluate.batch_size >= 1, "evaluate.batch_size: must be at least 1"),
         (
             not (params.evaluate.require_baseline and params.evaluate.baseline.strip() == "none"),
@@ -390,6 +421,29 @@ def validate_ranges(params: Params) -> None:
         (
             params.data.source != "imagefolder" or bool(params.data.path),
             "data.path: required when data.source is imagefolder",
+        ),
+        (
+            params.data.source != "csv" or bool(params.data.path),
+            "data.path: required when data.source is csv (a CSV file or a folder of split CSVs)",
+        ),
+        (
+            (params.data.source in TABULAR_SOURCES) == (params.model.architecture == "mlp"),
+            "model.architecture: tabular data (data.source csv or breast_cancer) takes mlp, and "
+            "mlp takes tabular data; set the two together",
+        ),
+        (
+            params.data.source not in TABULAR_SOURCES
+            or (params.data.crop_padding == 0 and not params.data.flip),
+            "data.crop_padding / data.flip: image augmentations; tabular data (data.source csv "
+            "or breast_cancer) takes neither: set crop_padding: 0 and flip: false",
+        ),
+        (
+            all(1 <= width <= MAX_HIDDEN_WIDTH for width in params.model.hidden_sizes),
+            f"model.hidden_sizes: each width must be between 1 and {MAX_HIDDEN_WIDTH}",
+        ),
+        (
+            len(params.model.hidden_sizes) <= MAX_HIDDEN_LAYERS,
+            f"model.hidden_sizes: at most {MAX_HIDDEN_LAYERS} hidden layers",
         ),
     ]
     for ok, message in checks:

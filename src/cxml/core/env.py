@@ -15,6 +15,14 @@ def in_github_actions() -> bool:
     return get("GITHUB_ACTIONS") == "true"
 
 
+def in_ci() -> bool:
+    """CI=true (every major CI service sets it) or GitHub Actions."""
+    return (get("CI") or "").lower() in ("true", "1") or in_github_actions()
+
+
+# Any CI service (GitHub Actions, GitLab CI, ... set CI=true)
+CI = "CI"
+
 # GitHub Actions
 GITHUB_ACTIONS = "GITHUB_ACTIONS"
 GITHUB_OUTPUT = "GITHUB_OUTPUT"
@@ -27,6 +35,9 @@ GITHUB_REPOSITORY = "GITHUB_REPOSITORY"
 GITHUB_SERVER_URL = "GITHUB_SERVER_URL"
 GITHUB_API_URL = "GITHUB_API_URL"
 GITHUB_RUN_ID = "GITHUB_RUN_ID"
+GITHUB_REF = "GITHUB_REF"
+GITHUB_REF_NAME = "GITHUB_REF_NAME"
+GITHUB_HEAD_REF = "GITHUB_HEAD_REF"
 GITHUB_TOKEN = "GITHUB_TOKEN"
 
 # GitLab CI
@@ -40,6 +51,14 @@ GITLAB_TOKEN = "GITLAB_TOKEN"
 
 # MLflow
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
+MLFLOW_TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"  # basic auth to a tracking server
+MLFLOW_TRACKING_PASSWORD = "MLFLOW_TRACKING_PASSWORD"
+MLFLOW_TRACKING_TOKEN = "MLFLOW_TRACKING_TOKEN"  # bearer auth (basic wins when both are set)
+MLFLOW_TRACKING_INSECURE_TLS = "MLFLOW_TRACKING_INSECURE_TLS"  # true: no TLS verification
+MLFLOW_TRACKING_SERVER_CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # CA bundle
+MLFLOW_TRACKING_CLIENT_CERT_PATH = "MLFLOW_TRACKING_CLIENT_CERT_PATH"  # client cert (.pem)
+MLFLOW_TRACKING_AUTH = "MLFLOW_TRACKING_AUTH"  # an auth plugin: only the mlflow client has it
+MLFLOW_TRACKING_AWS_SIGV4 = "MLFLOW_TRACKING_AWS_SIGV4"  # likewise (AWS SigV4 signing)
 
 # cxml's own
 CXML_PARAMS = "CXML_PARAMS"  # path of params.yaml (default ./params.yaml)
@@ -47,3 +66,4 @@ CXML_DEVICE = "CXML_DEVICE"  # overrides train.device
 CXML_SSH_KEY = "CXML_SSH_KEY"  # private key material for redeploy (the action passes the secret)
 CXML_KNOWN_HOSTS = "CXML_KNOWN_HOSTS"  # known_hosts content for redeploy
 CXML_CACHE_DIR = "CXML_CACHE_DIR"  # persistent cache (torch.compile artifacts)
+CXML_ACTIONS = "CXML_ACTIONS"  # OWNER/REPO@REF of the actions `cxml init` writes into workflows

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cxml.core import env
@@ -67,9 +70,99 @@ def escape_annotation(message: str) -> str:
     return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def error_annotation(message: str) -> str:
-    return f"::error::{escape_annotation(message)}"
+def error_annotation(message: str, *, file: str | None = None, line: int | None = None) -> str:
+    """`::error::`, with `file=` and `line=` when known, so GitHub marks the line in the diff."""
+    where = []
+    if file:
+        where.append(f"file={escape_property(file)}")
+        if line:
+            where.append(f"line={line}")
+    properties = f" {','.join(where)}" if where else ""
+    return f"::error{properties}::{escape_annotation(message)}"
+
+
+def escape_property(value: str) -> str:
+    return escape_annotation(value).replace(":", "%3A").replace(",", "%2C")
+
+
+YAML_MESSAGE = re.compile(
+    r"^(?P<file>[^\s:][^:]*\.ya?ml): (?:not valid YAML at line (?P<line>\d+)|(?P<key>[A-Za-z_][\w.-]*(?:\[\d+\])*):)"
+)
+MAX_LOCATED_BYTES = 1024 * 1024
+
+
+def error_location(message: str) -> tuple[str, int | None] | None:
+    """The YAML file and line an error is about: `params.yaml: train.lr: expected a number`
+    -> ("params.yaml", the line of `lr:` under `train:`). None when it names no such file."""
+    match = YAML_MESSAGE.match(message)
+    if not match:
+        return None
+    path = Path(match["file"])
+    if not path.is_file():
+        return None
+    if match["line"]:
+        return annotation_path(path), int(match["line"])
+    return annotation_path(path), yaml_key_line(path, match["key"])
+
+
+def annotation_path(path: Path) -> str:
+    """Relative to the working directory where it can be (GitHub wants repository paths)."""
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def yaml_key_line(path: Path, key: str) -> int | None:
+    """1-based line of `key` (`train.lr`, `evaluate.gate[1]`): of its deepest part found."""
+    import yaml
+
+    try:
+        if path.stat().st_size > MAX_LOCATED_BYTES:
+            return None
+        node: object = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        return None
+    line: int | None = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        found = child_node(node, part)
+        if found is None:
+            break
+        line, node = found
+    return line
+
+
+def child_node(node: object, part: str) -> tuple[int, object] | None:
+    """(line of the entry, its value node) for a mapping key or a `[index]` of a sequence."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode) and not part.startswith("["):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
+                return key_node.start_mark.line + 1, value_node
+    if isinstance(node, yaml.SequenceNode) and part.startswith("["):
+        index = int(part[1:-1])
+        if 0 <= index < len(node.value):
+            item = node.value[index]
+            return item.start_mark.line + 1, item
+    return None
 
 
 def warning_annotation(message: str) -> str:
     return f"::warning::{escape_annotation(message)}"
+
+
+@contextmanager
+def log_group(title: str, *, enabled: bool = True) -> Iterator[None]:
+    """Fold what is printed inside into one collapsible `::group::` in a GitHub Actions log
+    (long output like `dvc repro`'s or one line per epoch); plain output elsewhere."""
+    if not (enabled and env.in_github_actions()):
+        yield
+        return
+    print(f"::group::{escape_annotation(title)}", flush=True)
+    try:
+        yield
+    finally:
+        print("::endgroup::", flush=True)

@@ -155,11 +155,56 @@ class Host:
 
 
 @dataclass(frozen=True)
+class CanarySettings:
+    """An environment's `canary:` section: how `cxml promote` tries a release on a share of the
+    traffic before it takes all of it, and the thresholds that decide (docs/deploy-yaml.md)."""
+
+    weight: int = 10
+    """Percent of the requests the proxy sends to the canary (1 to 99)."""
+    window: float = 60.0
+    """Seconds the canary is watched."""
+    interval: float = 5.0
+    """Seconds between two reads of both services' /metrics."""
+    min_requests: int = 20
+    """/predict requests the canary must answer in the window for a decision."""
+    max_error_rate_increase: float = 0.01
+    """Canary error rate minus the current release's, as a fraction (0.01: one point)."""
+    max_p95_ratio: float = 1.5
+    max_p99_ratio: float = 1.5
+    """Canary latency quantile over the current release's."""
+    max_class_shift: float | None = None
+    """Largest total-variation distance between the predicted-class shares (0 to 1); None: not
+    compared."""
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """An environment's `checks:` section: what `cxml check` sends and the load test's
+    thresholds (docs/deploy-yaml.md)."""
+
+    sample: int = 64
+    """Held-out test images sent for the online = offline comparison (the first N, in order)."""
+    rate: float = 20.0
+    """Load test: /predict requests per second."""
+    duration: float = 10.0
+    """Load test: seconds."""
+    max_p99_ms: float = 1000.0
+    max_error_rate: float = 0.0
+    """Fraction of load-test requests that may fail (0.01: one in a hundred)."""
+    min_rps: float | None = None
+    """Answered requests per second the load test must reach; None: not checked."""
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     hosts: tuple[Host, ...]
     settings: ServeSettings
     """`serve:` merged with this environment's overrides, defaults filled in."""
+    canary: CanarySettings | None = None
+    """`cxml promote` to this environment goes through a canary; None: a plain switch."""
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    """What `cxml check --env NAME` sends and requires."""
 
     def host_settings(self, host: Host | None = None) -> HostSettings:
         """The settings the host side runs with (carried across SSH by `to_argv`); with `host`,
@@ -351,6 +396,9 @@ def _deploy_config(raw: object, source: str) -> DeployConfig:
     )
 
 
+_ENVIRONMENT_SECTIONS = ("canary", "checks")
+
+
 def _environment(name: object, raw: object, serve_values: dict[str, Any]) -> Environment:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         _fail(
@@ -361,7 +409,9 @@ def _environment(name: object, raw: object, serve_values: dict[str, Any]) -> Env
     key = f"environments.{name}"
     if raw is None:
         _fail(key, "needs hosts, e.g. `hosts: [host.example.com]`")
-    values = _serve_values(raw, key, allow_hosts=True)
+    canary = _canary(raw, f"{key}.canary")
+    checks = _checks(raw, f"{key}.checks")
+    values = _serve_values(_without(_without(raw, "canary"), "checks"), key, allow_hosts=True)
     hosts_raw = values.pop("hosts", None)
     settings = _serve_settings(_merge(serve_values, values))
     if settings.mode == "process" and settings.docker.build_context is not None:
@@ -374,7 +424,7 @@ def _environment(name: object, raw: object, serve_values: dict[str, Any]) -> Env
             "a deploy must switch a proxy; set serve.proxy.upstream_file "
             f"(or {key}.proxy.upstream_file) to the nginx upstream file the host rewrites",
         )
-    return Environment(name=name, hosts=hosts, settings=settings)
+    return Environment(name=name, hosts=hosts, settings=settings, canary=canary, checks=checks)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -407,8 +457,8 @@ def _serve_values(raw: object, prefix: str, *, allow_hosts: bool) -> dict[str, A
     """The keys given (null: not given, the default or serve's value applies), each checked."""
     mapping = _mapping(raw, prefix, "a mapping of serving settings")
     known: tuple[str, ...] = (*_SERVE_KEYS, *_SECTIONS)
-    if allow_hosts:
-        known = ("hosts", *known)
+    if allow_hosts:  # an environment: its own sections were taken out before this check
+        known = ("hosts", *known, *_ENVIRONMENT_SECTIONS)
     _check_keys(mapping, prefix, known)
     values: dict[str, Any] = {}
     for name, value in mapping.items():
@@ -583,6 +633,128 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "build_args": _build_args,
     },
 }
+
+
+# --- canary ----------------------------------------------------------------------------------
+
+
+def _without(raw: object, name: str) -> object:
+    """`raw` without key `name` (a section read on its own), or `raw` as it is."""
+    if isinstance(raw, Mapping) and name in raw:
+        return {key: value for key, value in raw.items() if key != name}
+    return raw
+
+
+def _fraction(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(key, f"expected a fraction between 0 and 1 (0.01 is one point), got {_show(value)}")
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        _fail(key, f"a fraction is between 0 and 1 (0.01 is one point), got {value!r}")
+    return float(value)
+
+
+def _ratio(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(key, f"expected a ratio to the current release like 1.5, got {_show(value)}")
+    if not math.isfinite(value) or value < 1:
+        _fail(key, f"a ratio to the current release is at least 1 (1.5: 50% slower), got {value!r}")
+    return float(value)
+
+
+def _percent(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(key, f"expected a whole percent of the traffic like 10, got {_show(value)}")
+    if not 1 <= value <= 99:
+        _fail(key, f"a canary takes 1 to 99 percent of the traffic, got {value}")
+    return value
+
+
+def _count(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(key, f"expected a whole number of requests of at least 1, got {_show(value)}")
+    return value
+
+
+_CANARY_KEYS: dict[str, Check] = {
+    "weight": _percent,
+    "window": _seconds,
+    "interval": _seconds,
+    "min_requests": _count,
+    "max_error_rate_increase": _fraction,
+    "max_p95_ratio": _ratio,
+    "max_p99_ratio": _ratio,
+    "max_class_shift": _fraction,
+}
+
+
+def _checked_section(
+    raw: object, section_name: str, key: str, checks: dict[str, Check]
+) -> dict[str, Any] | None:
+    """An environment's section `section_name` (at `key`), its values checked and named as the
+    settings' fields; None when the environment has no such section."""
+    if not isinstance(raw, Mapping) or raw.get(section_name) is None:
+        return None
+    section = _mapping(raw[section_name], key, f"a mapping with {_or_list(tuple(checks))}")
+    _check_keys(section, key, tuple(checks))
+    return {
+        name: checks[name](value, f"{key}.{name}")
+        for name, value in section.items()
+        if value is not None
+    }
+
+
+def _canary(raw: object, key: str) -> CanarySettings | None:
+    """The environment's `canary:` section, each number checked; None when it has none."""
+    values = _checked_section(raw, "canary", key, _CANARY_KEYS)
+    if values is None:
+        return None
+    canary = CanarySettings(**values)
+    if canary.interval > canary.window:
+        _fail(
+            f"{key}.interval",
+            f"{canary.interval:g} s is longer than the window ({canary.window:g} s); make it "
+            "shorter so the canary is read more than once",
+        )
+    return canary
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def _positive(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(key, f"expected a number greater than 0, got {_show(value)}")
+    if not math.isfinite(value) or value <= 0:
+        _fail(key, f"must be a finite number greater than 0, got {value!r}")
+    return float(value)
+
+
+def _images(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+        _fail(key, f"expected a whole number of images from 1 to 10000, got {_show(value)}")
+    return value
+
+
+_CHECK_KEYS: dict[str, Check] = {
+    "sample": _images,
+    "rate": _positive,
+    "duration": _positive,
+    "max_p99_ms": _positive,
+    "max_error_rate": _fraction,
+    "min_rps": _positive,
+}
+
+
+def _checks(raw: object, key: str) -> CheckSettings:
+    """The environment's `checks:` section, each number checked; the defaults when it has none."""
+    checks = CheckSettings(**(_checked_section(raw, "checks", key, _CHECK_KEYS) or {}))
+    if checks.rate * checks.duration > 100_000:
+        _fail(
+            key,
+            f"rate x duration is {checks.rate * checks.duration:g} requests; a staging load test "
+            "stays under 100000, lower rate or duration",
+        )
+    return checks
 
 
 # --- service and hosts ------------------------------------------------------------------------

@@ -21,10 +21,11 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxml.core import env
 from cxml.core.env import CXML_KNOWN_HOSTS, CXML_SSH_KEY
 from cxml.core.errors import ConfigError, DeployError
 
@@ -295,6 +296,18 @@ def stop_agent(watcher: subprocess.Popen[str], agent_pid: int | None) -> None:
     except subprocess.TimeoutExpired:
         watcher.kill()
         watcher.wait(timeout=5)
+
+
+def credentials_from_args(args: argparse.Namespace) -> AbstractContextManager[SshCredentials]:
+    """`credential_files` from the options `add_credential_arguments` adds, falling back to
+    $CXML_SSH_KEY and $CXML_KNOWN_HOSTS."""
+    return credential_files(
+        key_file=args.ssh_key_file,
+        key_material=env.get(CXML_SSH_KEY),
+        known_hosts=args.known_hosts or env.get(CXML_KNOWN_HOSTS),
+        known_hosts_file=args.known_hosts_file,
+        accept_new_host_key=args.accept_new_host_key,
+    )
 
 
 def add_credential_arguments(

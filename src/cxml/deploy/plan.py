@@ -148,7 +148,11 @@ def check_model_binding(
 
 
 def plan_deploy(
-    agent: HostAgent, release: ReleaseInfo, local_bundle: str, nonce: str
+    agent: HostAgent,
+    release: ReleaseInfo,
+    local_bundle: str,
+    nonce: str,
+    extra_files: Sequence[str] = (),
 ) -> DeployPlan:
     """The steps of a deploy, in order: check the host, upload under a temporary name, activate."""
     if not is_release_name(release.release):
@@ -162,7 +166,7 @@ def plan_deploy(
     # SHA256SUMS goes last: its arrival marks the upload complete
     uploads = [
         (f"{local_bundle}/{name}", name)
-        for name in (MODEL_FILE_NAME, RELEASE_FILE_NAME, MANIFEST_FILE_NAME)
+        for name in (MODEL_FILE_NAME, RELEASE_FILE_NAME, *extra_files, MANIFEST_FILE_NAME)
     ]
     activate = [option("--release", release.release), option("--staging", staging)]
     if release.forced_reason:

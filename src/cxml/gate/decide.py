@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxml.core import console, ghactions
 from cxml.core.errors import EXIT_GATE_FAILED, GateError
-from cxml.core.metrics import EVAL_METRICS, flatten
+from cxml.core.metrics import EVAL_METRICS, TWO_CLASS_METRICS, flatten
 from cxml.gate.rules import decide, gate_table, parse_rules
 from cxml.records.gate import BaselineInfo, GateResult, file_sha256, write_gate
 from cxml.records.run import read_run
@@ -17,6 +17,8 @@ from cxml.records.run import read_run
 PER_CLASS_PREFIX = "per_class_accuracy."
 KNOWN_BEFORE_EVALUATION = (*EVAL_METRICS, "num_test_images")
 """The metrics evaluate writes, known before any data is loaded (classes come later)."""
+CLASSES_OF_BUILTIN_SOURCES = {"digits": 10, "breast_cancer": 2}
+"""Built-in data sets whose number of classes is known from params.yaml alone."""
 
 if TYPE_CHECKING:
     from cxml.core.config import Params
@@ -69,10 +71,35 @@ def check_gate_settings(
                 f"{where}gate rule {rule.text!r}: unknown metric {rule.metric!r}; "
                 f"known metrics: {known}"
             )
+        classes = CLASSES_OF_BUILTIN_SOURCES.get(params.data.source)
+        if rule.metric in TWO_CLASS_METRICS and classes not in (None, 2):
+            raise GateError(
+                where
+                + two_class_only(rule.text, rule.metric, f"data.source: {params.data.source}")
+                + f" has {classes} classes"
+            )
     if baseline_spec is None:
         check_baseline_spec(params.evaluate.baseline, label=f"{params.source}: evaluate.baseline")
     else:
         check_baseline_spec(baseline_spec, label="--baseline")
+
+
+def two_class_only(rule_text: str, metric: str, what: str) -> str:
+    """The start of the error for a two-class metric (`roc_auc`) gated on more classes."""
+    return (
+        f"gate rule {rule_text!r}: {metric} is only computed for a model of two classes "
+        f"(remove the rule, or gate on accuracy or f1_macro), and {what}"
+    )
+
+
+def check_two_class_rules(rule_texts: Sequence[str], flat: Mapping[str, float]) -> None:
+    """A `roc_auc` rule on a model of other than two classes, found once the metrics exist
+    (a CSV's or an image folder's classes are unknown before the data is loaded)."""
+    for rule in parse_rules(rule_texts):
+        if rule.metric in TWO_CLASS_METRICS and rule.metric not in flat:
+            classes = sum(1 for name in flat if name.startswith(PER_CLASS_PREFIX))
+            what = f"this evaluation has none ({classes} classes in the test data)"
+            raise GateError(two_class_only(rule.text, rule.metric, what))
 
 
 def known_before_evaluation(metric: str) -> bool:
@@ -140,12 +167,16 @@ def run_gate(
     *,
     model_path: str | None = None,
     run_info: str | None = None,
+    directions: Mapping[str, str] | None = None,
 ) -> GateResult:
-    """Parse, decide, write gate.json and print the table; shared by evaluate and `cxml gate`."""
+    """Parse, decide, write gate.json and print the table; shared by evaluate and `cxml gate`.
+
+    `directions` (evaluate.directions) say which way is better where the name does not."""
     flat = flatten(metrics)
     flat_baseline = flatten(baseline.metrics) if baseline.metrics is not None else None
+    check_two_class_rules(rule_texts, flat)
     rules = parse_rules(rule_texts, known_metrics=list(flat))
-    gate = replace(decide(rules, flat, flat_baseline), baseline=baseline)
+    gate = replace(decide(rules, flat, flat_baseline, directions), baseline=baseline)
     gate = bind_model(gate, model_path, run_info)
     write_gate(gate_path, gate)
     console.info(gate_table(gate))

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cxml.core.errors import GateError
+from cxml.core.metrics import direction_of, judge_change, resolved_directions
 from cxml.records.gate import Decision, GateResult, GateRule, RuleOutcome
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -20,7 +21,7 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
 }
 EXAMPLES = (
-    "e.g. 'accuracy >= 0.9', 'accuracy >= baseline - 0.005', 'latency_p95_ms <= baseline * 1.10'"
+    "e.g. 'accuracy >= 0.9', 'accuracy >= baseline - 0.01', 'latency_p95_ms <= baseline * 1.5 + 5'"
 )
 MAX_RULE_LENGTH = 500
 """Characters in one rule: real rules are a line; longer is a mistake or an attack."""
@@ -264,9 +265,13 @@ def _metric_sort_key(name: str) -> tuple[int, str]:
 
 
 def check_rule(
-    rule: Rule, metrics: Mapping[str, float], baseline: Mapping[str, float] | None
+    rule: Rule,
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    directions: Mapping[str, str] | None = None,
 ) -> GateRule:
-    """One rule against the (flat) metrics and baseline metrics: pass, fail or skipped, and why."""
+    """One rule against the (flat) metrics and baseline metrics: pass, fail or skipped, and why
+    (a failed rule says how the metric moved and which way is better)."""
     value = metrics.get(rule.metric)
     base = baseline.get(rule.metric) if baseline is not None else None
 
@@ -298,8 +303,35 @@ def check_rule(
         threshold = evaluate_expr(rule.threshold, base)
     except NotComputable as exc:
         raise not_computable(rule, str(exc), "fix the rule") from None
-    passed = COMPARISONS[rule.op](value, threshold)
-    return result("pass" if passed else "fail", threshold=threshold)
+    if COMPARISONS[rule.op](value, threshold):
+        return result("pass", threshold=threshold)
+    why = failure_reason(rule, value, threshold, metrics, baseline or {}, directions)
+    return result("fail", threshold=threshold, reason=why)
+
+
+def failure_reason(
+    rule: Rule,
+    value: float,
+    threshold: float,
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float],
+    directions: Mapping[str, str] | None,
+) -> str:
+    """`rmse rose 0.12 -> 0.15 (lower is better), threshold 0.132`, with `; within noise (…)`
+    when the change cannot be told apart from chance (core/metrics.py says when)."""
+    direction = direction_of(rule.metric, directions)
+    better = f" ({direction} is better)" if direction else ""
+    change = judge_change(rule.metric, metrics, baseline, declared=directions)
+    if change is None:
+        return f"{rule.metric} is {_fmt(value)}{better}, threshold {_fmt(threshold)}"
+    text = (
+        f"{rule.metric} {change.moved} {_fmt(change.baseline)} -> {_fmt(value)}{better}, "
+        f"threshold {_fmt(threshold)}"
+    )
+    if change.verdict == "within noise":
+        note = change.noise_note()
+        text += f"; within noise ({note})" if note else "; within noise"
+    return text
 
 
 def not_computable(rule: Rule, why: str, fix: str) -> GateError:
@@ -308,7 +340,10 @@ def not_computable(rule: Rule, why: str, fix: str) -> GateError:
 
 
 def decide(
-    rules: Sequence[Rule], metrics: Mapping[str, float], baseline: Mapping[str, float] | None
+    rules: Sequence[Rule],
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    directions: Mapping[str, str] | None = None,
 ) -> GateResult:
     """The gate: it fails when any rule fails (a skipped rule does not fail it).
 
@@ -316,10 +351,17 @@ def decide(
     gate has no decision then, neither pass nor skip.
 
     `metrics` and `baseline` are flat (`per_class_accuracy.3`); the result records `metrics`,
-    and its `baseline` is left for the caller, who knows where the baseline came from."""
-    checked = tuple(check_rule(rule, metrics, baseline) for rule in rules)
+    and its `baseline` is left for the caller, who knows where the baseline came from.
+    `directions` (params.yaml's evaluate.directions) are recorded resolved for every metric, so
+    the report judges changes the same way without params.yaml."""
+    checked = tuple(check_rule(rule, metrics, baseline, directions) for rule in rules)
     decision: Decision = "fail" if any(rule.result == "fail" for rule in checked) else "pass"
-    return GateResult(decision=decision, rules=checked, metrics=dict(metrics))
+    return GateResult(
+        decision=decision,
+        rules=checked,
+        metrics=dict(metrics),
+        directions=resolved_directions(list(metrics), directions),
+    )
 
 
 # --- presenting -----------------------------------------------------------------------------------

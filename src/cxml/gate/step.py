@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params.outputs.gate,
         model_path=params.outputs.model,
         run_info=params.outputs.run_info,
+        directions=params.evaluate.directions,
     )
     publish_gate(gate, params.outputs.gate)
     return gate_exit_code(gate, no_fail=args.no_fail)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxml.core import console
-from cxml.core.config import DIGITS_SIZE, IMAGEFOLDER_DEFAULT_SIZE, DataConfig
+from cxml.core.config import DIGITS_SIZE, IMAGEFOLDER_DEFAULT_SIZE, TABULAR_SOURCES, DataConfig
 from cxml.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class Dataset:
     class_names: tuple[str, ...]
     content_hash: str
     description: str
+    feature_names: tuple[str, ...] = ()
+    """A tabular dataset's columns (its splits hold float N,F,1,1 features, ml/tabular.py)."""
 
     @property
     def num_classes(self) -> int:
@@ -68,16 +70,29 @@ class Dataset:
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the training pixels scaled to 0..1 (for normalisation)."""
+        if self.feature_names:
+            from cxml.ml.tabular import feature_stats
+
+            return feature_stats(self.train.images)
         pixels = self.train.images.float().div_(255.0)
         mean = pixels.mean(dim=(0, 2, 3))
         std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
         return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+ALL_SPLITS = ("train", "val", "test")
+
+
+def load_dataset(cfg: DataConfig, decode: Sequence[str] = ALL_SPLITS) -> Dataset:
+    """The dataset; only the splits in `decode` are decoded (evaluate needs only `test`), the
+    others are empty but still count in `content_hash`, which is the same either way."""
     if cfg.source == "digits":
         return load_digits(cfg)
-    return load_imagefolder(cfg)
+    if cfg.source in TABULAR_SOURCES:
+        from cxml.ml.tabular import load_tabular
+
+        return load_tabular(cfg)
+    return load_imagefolder(cfg, decode)
 
 
 # --- the built-in example -------------------------------------------------------------------
@@ -87,11 +102,11 @@ def load_digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's 1,797 8x8 digits (they ship inside scikit-learn: nothing is downloaded)."""
     import numpy as np
     import torch
-    from sklearn.datasets import load_digits as sklearn_digits
 
-    bunch = sklearn_digits()
-    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
+    table = np.loadtxt(digits_file(), delimiter=",")
+    images = np.clip(np.rint(table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)), 0, 255)
+    images = images.astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
     tensor = torch.from_numpy(images).unsqueeze(1)
     size = cfg.image_size or DIGITS_SIZE
     if size != DIGITS_SIZE:
@@ -105,10 +120,29 @@ def load_digits(cfg: DataConfig) -> Dataset:
         train=Split(tensor[train_idx], label_tensor[train_idx]),
         val=Split(tensor[val_idx], label_tensor[val_idx]),
         test=Split(tensor[test_idx], label_tensor[test_idx]),
-        class_names=tuple(str(name) for name in bunch.target_names),
+        class_names=tuple(str(name) for name in range(10)),
         content_hash=digest,
         description=f"scikit-learn digits ({len(labels)} images, 10 classes, {size}x{size} grey)",
     )
+
+
+def digits_file() -> Path:
+    """scikit-learn's `datasets/data/digits.csv.gz` (64 pixels 0..16 and the label per row),
+    found without importing scikit-learn: `sklearn.datasets` alone takes about a second."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = (
+        Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if spec and spec.origin
+        else None
+    )
+    if path is None or not path.is_file():
+        raise DataError(
+            "data.source digits: scikit-learn's digits file is missing; "
+            "install scikit-learn (pip install 'cxml[train]') or use data.source: imagefolder"
+        )
+    return path
 
 
 def stratified_split(
@@ -186,7 +220,7 @@ def list_split(split_dir: Path, class_names: Sequence[str], split: str) -> list[
     return files
 
 
-def load_imagefolder(cfg: DataConfig) -> Dataset:
+def load_imagefolder(cfg: DataConfig, decode: Sequence[str] = ALL_SPLITS) -> Dataset:
     root = Path(cfg.path or "")
     if not root.is_dir():
         raise DataError(
@@ -217,10 +251,15 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     }
     size = cfg.image_size or IMAGEFOLDER_DEFAULT_SIZE
     decoded = {
-        split: decode_files(files, size, cfg.on_bad_image) for split, files in listed.items()
+        split: decode_files(files, size, cfg.on_bad_image)
+        if split in decode
+        else hash_files(files, size)
+        for split, files in listed.items()
     }
 
-    if "val" not in decoded:
+    if "val" not in decoded and "train" not in decode:
+        decoded["val"] = decoded["train"]  # the part of train that is val: not decoded either
+    elif "val" not in decoded:
         images, labels, hashes = decoded["train"]
         train_idx, val_idx, _ = stratified_split(
             labels.numpy(), cfg.val_fraction, 0.0, cfg.split_seed
@@ -267,8 +306,35 @@ def decode_files(
         raise DataError("no readable images left after skipping bad files; check the dataset")
     images = torch.stack([torch.from_numpy(r[0]) for _, r in kept]).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([f.label for f, _ in kept], dtype=torch.int64)
-    hashes = [f"{f.path.parent.name}/{f.path.name}:{r[1]}" for f, r in kept]
+    # Every listed file counts in the hash, readable or not, as in a split that is only hashed.
+    hashes = [
+        hash_line(f, r[1] or file_digest(f.path)) for f, r in zip(files, results, strict=True)
+    ]
     return images, labels, hashes
+
+
+def hash_files(
+    files: Sequence[ImageFile], size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """A split that is not decoded: no images, its files' hashes (read, not decoded)."""
+    import torch
+
+    with ThreadPoolExecutor() as pool:
+        digests = list(pool.map(lambda f: file_digest(f.path), files))
+    hashes = [hash_line(f, digest) for f, digest in zip(files, digests, strict=True)]
+    empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return empty, torch.empty((0,), dtype=torch.int64), hashes
+
+
+def hash_line(file: ImageFile, digest: str) -> str:
+    return f"{file.path.parent.name}/{file.path.name}:{digest}"
+
+
+def file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 MAX_IMAGE_PIXELS = 50_000_000

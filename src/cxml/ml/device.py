@@ -58,8 +58,12 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        # Bit-for-bit repeatable CPU runs: same params + seed -> same metrics files.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # Bit-for-bit repeatable CPU runs: same params + seed -> same metrics files. The public
+        # call also imports torch._inductor's config (~1 s) for a flag only torch.compile reads.
+        if cfg.compile:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def use_compile_cache(cfg: TrainConfig) -> None:

@@ -24,6 +24,7 @@ from cxml.ml.checkpoint import (
 )
 from cxml.ml.device import Precision, choose_precision
 from cxml.ml.distributed import DistContext
+from cxml.ml.pixels import IMAGE_INPUT_SCALE
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +107,12 @@ def build_training_model(params: Params, data: Dataset, device: torch.device) ->
 
     from cxml.ml.models import build_model, load_weights_file
 
-    model = build_model(params.model.architecture, data.num_classes, data.input_size[0])
+    model = build_model(
+        params.model.architecture,
+        data.num_classes,
+        data.input_size[0],
+        params.model.hidden_sizes,
+    )
     if params.model.weights:
         load_weights_file(model, params.model.weights)
     model = model.to(device)
@@ -199,10 +205,20 @@ def fit(
             device,
             ctx,
             progress=show_progress and ctx.is_main,
+            input_scale=metadata.input_scale,
         )
         scheduler.step()
         val_sums = evaluate_loss_accuracy(
-            model, val_split, cfg.batch_size * 2, precision, loss_fn, mean, std, device, ctx
+            model,
+            val_split,
+            cfg.batch_size * 2,
+            precision,
+            loss_fn,
+            mean,
+            std,
+            device,
+            ctx,
+            input_scale=metadata.input_scale,
         )
         stats = epoch_stats(epoch, sums, val_sums, lr, time.perf_counter() - epoch_start)
         check_finite(stats, cfg)
@@ -260,8 +276,11 @@ def train_one_epoch(
     ctx: DistContext,
     *,
     progress: bool,
+    input_scale: float = IMAGE_INPUT_SCALE,
 ) -> torch.Tensor:
-    """One pass over this rank's share; returns [loss_sum, correct, count] summed over all ranks."""
+    """One pass over this rank's share; returns [loss_sum, correct, count] summed over all ranks.
+
+    `input_scale` is the model file's (ml/pixels.py); the default is an image model's."""
     import torch
 
     from cxml.ml.batches import normalise, random_crop, random_flip
@@ -277,7 +296,7 @@ def train_one_epoch(
             images = random_crop(images, params.data.crop_padding, generator)
             if params.data.flip:
                 images = random_flip(images, generator)
-            inputs = normalise(images, mean, std)
+            inputs = normalise(images, mean, std, input_scale)
             if device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with precision.autocast(device):
@@ -308,6 +327,8 @@ def evaluate_loss_accuracy(
     std: torch.Tensor,
     device: torch.device,
     ctx: DistContext,
+    *,
+    input_scale: float = IMAGE_INPUT_SCALE,
 ) -> torch.Tensor:
     import torch
 
@@ -321,7 +342,7 @@ def evaluate_loss_accuracy(
         for start in range(0, int(mine.shape[0]), batch_size):
             index = mine[start : start + batch_size]
             images = split.images[index].to(device, non_blocking=True)
-            inputs = normalise(images, mean, std)
+            inputs = normalise(images, mean, std, input_scale)
             if device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             labels = split.labels[index].to(device, non_blocking=True)

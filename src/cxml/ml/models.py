@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-BUILTIN_ARCHITECTURES = ("small_cnn",)
+TABULAR_KEYS = ("feature_names", "feature_min", "feature_max", "hidden_sizes")
+
+BUILTIN_ARCHITECTURES = ("small_cnn", "mlp")
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,20 @@ class ModelMetadata:
     params_hash: str | None = None
     data_hash: str | None = None
     created_at: str | None = None
+    feature_names: tuple[str, ...] = ()
+    """A tabular model's input columns, in order (ml/tabular.py); () for an image model."""
+    feature_min: tuple[float, ...] = ()
+    feature_max: tuple[float, ...] = ()
+    """Each feature's range in the training split (hints for a form, not limits)."""
+    hidden_sizes: tuple[int, ...] = ()
+    """`mlp`: the widths of its hidden layers."""
+    input_scale: float = 255.0
+    """Inputs are divided by this before `mean`/`std` apply (ml/pixels.py): 255 for pixels, 1
+    for features; a model file without it is an image model's (255)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("class_names", "input_size", "mean", "std"):
+        for key in ("class_names", "input_size", "mean", "std", *TABULAR_KEYS):
             data[key] = list(data[key])
         return data
 
@@ -44,7 +57,17 @@ class ModelMetadata:
         values = {k: v for k, v in data.items() if k in known}
         for key in ("class_names", "input_size", "mean", "std"):
             values[key] = tuple(values[key])
+        for key in TABULAR_KEYS:
+            values[key] = tuple(values.get(key) or ())
+        if "input_scale" in values:
+            values["input_scale"] = float(values["input_scale"])
+            if not 0 < values["input_scale"] < float("inf"):
+                raise ValueError("input_scale must be a positive number")
         return cls(**values)
+
+    @property
+    def tabular(self) -> bool:
+        return bool(self.feature_names)
 
 
 def torchvision_architectures() -> list[str]:
@@ -53,17 +76,24 @@ def torchvision_architectures() -> list[str]:
     return sorted(models.list_models(module=models))
 
 
-def build_model(architecture: str, num_classes: int, in_channels: int) -> torch.nn.Module:
-    """A freshly initialised classifier; torchvision models get a channel adapter for grey input."""
+def build_model(
+    architecture: str, num_classes: int, in_channels: int, hidden_sizes: Sequence[int] = ()
+) -> torch.nn.Module:
+    """A freshly initialised classifier; torchvision models get a channel adapter for grey input.
+    For `mlp`, `in_channels` is the number of features."""
     import torch
 
-    from cxml.ml.nets import RepeatChannels, SmallCNN
+    from cxml.ml.nets import RepeatChannels, SmallCNN, TabularMLP
 
     if architecture == "small_cnn":
         return SmallCNN(num_classes, in_channels)
+    if architecture == "mlp":
+        return TabularMLP(num_classes, in_channels, hidden_sizes)
     known = torchvision_architectures()
     if architecture not in known:
-        sample = ", ".join(["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"])
+        sample = ", ".join(
+            ["small_cnn", "mlp", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+        )
         raise ConfigError(
             f"model.architecture: unknown architecture {architecture!r}; "
             f"use one of {sample} or another torchvision classifier name"
@@ -167,7 +197,12 @@ def load_model_file(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
     """Rebuild the saved model, weights loaded, in eval mode on `device`."""
     state_dict, metadata = read_model_file(path)
     try:
-        model = build_model(metadata.architecture, metadata.num_classes, metadata.input_size[0])
+        model = build_model(
+            metadata.architecture,
+            metadata.num_classes,
+            metadata.input_size[0],
+            metadata.hidden_sizes,
+        )
         model.load_state_dict(state_dict)
     except (ConfigError, RuntimeError, TypeError, ValueError, IndexError):
         raise RecordError(
@@ -185,10 +220,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def preprocess(images: torch.Tensor, metadata: ModelMetadata) -> torch.Tensor:
-    """uint8 N,C,H,W (at the model's input size) -> normalised float batch (ml/pixels.py)."""
+    """uint8 N,C,H,W (at the model's input size), or N,F,1,1 feature rows -> normalised float
+    batch (ml/pixels.py)."""
     from cxml.ml.pixels import normalise_with
 
-    return normalise_with(images, metadata.mean, metadata.std)
+    return normalise_with(images, metadata.mean, metadata.std, metadata.input_scale)
 
 
 def image_to_input(image: Image, metadata: ModelMetadata) -> torch.Tensor:

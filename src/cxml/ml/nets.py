@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cxml.ml.pixels import channel_values, normalise
+from cxml.ml.pixels import IMAGE_INPUT_SCALE, channel_values, normalise
 
 
 def _conv_block(cin: int, cout: int) -> list[nn.Module]:
@@ -35,6 +35,19 @@ class SmallCNN(nn.Sequential):
         )
 
 
+class TabularMLP(nn.Sequential):
+    """A small MLP for tabular rows; takes the N,F,1,1 standardised features of ml/tabular.py."""
+
+    def __init__(self, num_classes: int, num_features: int, hidden_sizes: Sequence[int]) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = num_features
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1)]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
 class RepeatChannels(nn.Module):
     """Feed 1-channel images to a 3-channel torchvision model."""
 
@@ -47,19 +60,29 @@ class RepeatChannels(nn.Module):
 
 
 class PixelClassifier(nn.Module):
-    """A model that takes raw pixels (0..255, float, N,C,H,W) and returns logits.
+    """A model that takes raw pixels (0..255, float, N,C,H,W), or tabular rows (N,F or N,F,1,1),
+    and returns logits.
 
     This is what goes to the MLflow registry, so `mlflow models serve` needs no cxml preprocessing.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        input_scale: float = IMAGE_INPUT_SCALE,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.input_scale = float(input_scale)
         self.register_buffer("mean", channel_values(mean, "cpu"))
         self.register_buffer("std", channel_values(std, "cpu"))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dim() == 2:  # tabular rows N,F: as N,F,1,1, never broadcast against 1,F,1,1
+            pixels = pixels[:, :, None, None]
         mean = typing.cast(torch.Tensor, self.mean)
         std = typing.cast(torch.Tensor, self.std)
-        logits: torch.Tensor = self.model(normalise(pixels, mean, std))
+        logits: torch.Tensor = self.model(normalise(pixels, mean, std, self.input_scale))
         return logits

@@ -82,6 +82,9 @@ class GateResult:
     """Its SHA-256: redeploy refuses a model file with other bytes."""
     model_run_id: str | None = None
     """The MLflow run that trained it (from run.json), None without tracking."""
+    directions: Mapping[str, str] | None = None
+    """Which way is better per metric (`higher`/`lower`, from params.yaml or the name), so the
+    report judges changes without params.yaml; None in an older gate.json."""
 
     @property
     def passed(self) -> bool:
@@ -129,6 +132,7 @@ class GateResult:
                 "sha256": self.model_sha256,
                 "run_id": self.model_run_id,
             },
+            "directions": dict(self.directions) if self.directions is not None else None,
         }
 
 
@@ -179,7 +183,21 @@ def parse_gate(raw: object, *, label: str = "gate.json") -> GateResult:
         model_path=model.get("path"),
         model_sha256=model.get("sha256"),
         model_run_id=model.get("run_id"),
+        directions=_parse_directions(raw.get("directions"), label),
     )
+
+
+def _parse_directions(raw: object, label: str) -> dict[str, str] | None:
+    """`directions`: metric -> `higher` | `lower`; absent (None) in an older gate.json."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(key, str) and value in ("higher", "lower") for key, value in raw.items()
+    ):
+        raise RecordError(
+            f"{label}: directions must map metric names to 'higher' or 'lower'; {GATE_FIX}"
+        )
+    return dict(raw)
 
 
 def _parse_model(raw: object, label: str) -> dict[str, str | None]:

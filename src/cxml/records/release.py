@@ -16,6 +16,7 @@ import shutil
 import stat
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,15 +204,29 @@ def parse_manifest(text: str, *, source: str = MANIFEST_FILE_NAME) -> dict[str, 
 # --- the bundle directory --------------------------------------------------------------------
 
 
-def save_bundle(directory: str | Path, model_file: str | Path, info: ReleaseInfo) -> Bundle:
-    """Write model.pt, release.json and SHA256SUMS into a new, empty `directory`."""
+def save_bundle(
+    directory: str | Path,
+    model_file: str | Path,
+    info: ReleaseInfo,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> Bundle:
+    """Write model.pt, release.json, any `extra_files` (plain names -> bytes: the demo page's
+    examples) and SHA256SUMS into a new, empty `directory`."""
     target = Path(directory)
+    extras = dict(extra_files or {})
+    reserved = {MODEL_FILE_NAME, RELEASE_FILE_NAME, MANIFEST_FILE_NAME}
+    for name in extras:
+        if name in reserved or not is_release_name(name):
+            raise RecordError(f"bundle file {name!r}: not a plain file name a bundle can hold")
     target.mkdir(parents=True, exist_ok=False)
     shutil.copyfile(model_file, target / MODEL_FILE_NAME)
     if sha256_file(target / MODEL_FILE_NAME) != info.model_sha256:
         raise DeployError(f"{model_file}: changed while the bundle was built; run redeploy again")
     files.write_json(target / RELEASE_FILE_NAME, info.to_dict())
-    checksums = {name: sha256_file(target / name) for name in (MODEL_FILE_NAME, RELEASE_FILE_NAME)}
+    for name, data in extras.items():
+        files.write_bytes(target / name, data)
+    names = (MODEL_FILE_NAME, RELEASE_FILE_NAME, *extras)
+    checksums = {name: sha256_file(target / name) for name in names}
     files.write_text(target / MANIFEST_FILE_NAME, manifest_text(checksums))
     return Bundle(target, info)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from cxml.core import console
 from cxml.core.config import Params
 from cxml.core.files import write_text
+from cxml.report.links import staging_demo_page
 from cxml.report.markdown import build_report, render
 from cxml.report.model import ChartImage, ReportData
 from cxml.report.sources import load_report_data
@@ -17,6 +18,7 @@ def write_report(params: Params, params_path: Path, *, images: bool = True) -> P
     """report.md (and its PNG charts) for `cxml run`: the same report, posted nowhere."""
     report_path = Path(params.outputs.report)
     data = load_report_data(params, params_path, name=params.tracking.model_name)
+    data = replace(data, demo_page=staging_demo_page())
     charts = draw_charts(data, report_path) if images else []
     write_text(report_path, full_markdown(data, charts, report_path))
     return report_path

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from cxml.core.files import write_bytes
-from cxml.report.mermaid import BASELINE_COLOR, THIS_CHANGE_COLOR, THIS_CHANGE_TRAIN_COLOR
+from cxml.report.mermaid import (
+    BASELINE_COLOR,
+    MAX_CHART_CLASSES,
+    THIS_CHANGE_COLOR,
+    THIS_CHANGE_TRAIN_COLOR,
+)
 from cxml.report.model import ConfusionMatrix, PerClassRow, TrainCurve
 
 
@@ -107,17 +112,63 @@ def plot_column(
         )
 
 
-def confusion_figure(plt: Any, matrix: ConfusionMatrix) -> Any:
-    size = min(12.0, 2.5 + 0.45 * len(matrix.classes))
+OTHER_CLASSES = "(other classes)"
+
+
+def shown_confusion(
+    matrix: ConfusionMatrix, limit: int = MAX_CHART_CLASSES
+) -> tuple[ConfusionMatrix, str]:
+    """At most `limit` classes, those with the most mistakes (as actual or predicted), in their
+    order, plus one row and column summing the rest; and a note saying so (empty when all fit).
+    A chart of every class at 1,000 classes is unreadable and takes most of the report's time."""
+    count = len(matrix.classes)
+    if count <= limit:
+        return matrix, ""
+    predicted_totals = [sum(column) for column in zip(*matrix.counts, strict=True)]
+    mistakes = [
+        sum(matrix.counts[i]) + predicted_totals[i] - 2 * matrix.counts[i][i] for i in range(count)
+    ]
+    top = sorted(sorted(range(count), key=lambda i: -mistakes[i])[:limit])
+    group = {index: position for position, index in enumerate(top)}
+    other = len(top)
+    counts = [[0] * (other + 1) for _ in range(other + 1)]
+    for i, row in enumerate(matrix.counts):
+        for j, n in enumerate(row):
+            if n:
+                counts[group.get(i, other)][group.get(j, other)] += n
+    shown = ConfusionMatrix(
+        classes=(*(matrix.classes[i] for i in top), OTHER_CLASSES),
+        counts=tuple(tuple(row) for row in counts),
+    )
+    return shown, f"the {limit} most confused of {count} classes"
+
+
+def confusion_figure(plt: Any, full_matrix: ConfusionMatrix) -> Any:
+    matrix, note = shown_confusion(full_matrix)
+    size = min(9.0, 2.5 + 0.45 * len(matrix.classes))
+    tick_font = 8 if len(matrix.classes) <= 20 else 6
     fig, axis = plt.subplots(figsize=(size, size * 0.85))
-    image = axis.imshow(matrix.counts, cmap="Blues")
+    # The summed rest (mostly right answers) would take the whole colour scale: scale without it
+    # and write its count in its cell instead.
+    cells = [
+        n
+        for i, row in enumerate(matrix.counts)
+        for j, n in enumerate(row)
+        if not note or i != j or i < len(row) - 1
+    ]
+    image = axis.imshow(matrix.counts, cmap="Blues", vmin=0, vmax=max(cells, default=0) or 1)
     fig.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    if note:
+        last = len(matrix.classes) - 1
+        rest = matrix.counts[last][last]
+        axis.text(last, last, str(rest), ha="center", va="center", color="white", fontsize=6)
     ticks = range(len(matrix.classes))
-    axis.set_xticks(ticks, labels=matrix.classes, rotation=90 if len(matrix.classes) > 12 else 0)
-    axis.set_yticks(ticks, labels=matrix.classes)
+    rotation = 90 if len(matrix.classes) > 12 else 0
+    axis.set_xticks(ticks, labels=matrix.classes, rotation=rotation, fontsize=tick_font)
+    axis.set_yticks(ticks, labels=matrix.classes, fontsize=tick_font)
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
-    axis.set_title("Confusion matrix (test images)")
+    axis.set_title(f"Confusion matrix (test images{'; ' + note if note else ''})")
     if len(matrix.classes) <= 20:
         peak = max((max(row) for row in matrix.counts), default=0)
         for i, row in enumerate(matrix.counts):
@@ -129,13 +180,21 @@ def confusion_figure(plt: Any, matrix: ConfusionMatrix) -> Any:
     return fig
 
 
+LEGEND_ROW_PT = 20.0
+"""Room between the axes and the title for a one-row legend at 8 pt."""
+
+
 def per_class_figure(
     plt: Any,
-    rows: tuple[PerClassRow, ...],
+    all_rows: tuple[PerClassRow, ...],
     baseline: dict[str, float] | None,
     baseline_label: str,
 ) -> Any:
-    width = min(16.0, 3.0 + 0.4 * len(rows))
+    rows, note = all_rows, ""
+    if len(all_rows) > MAX_CHART_CLASSES:  # as the markdown's chart: the classes doing worst
+        rows = tuple(sorted(all_rows, key=lambda r: r.accuracy)[:MAX_CHART_CLASSES])
+        note = f"; the {MAX_CHART_CLASSES} lowest of {len(all_rows)} classes"
+    width = min(12.0, 3.0 + 0.4 * len(rows))
     fig, axis = plt.subplots(figsize=(width, 3.6))
     positions = list(range(len(rows)))
     axis.bar(positions, [r.accuracy for r in rows], color=THIS_CHANGE_COLOR, label="this change")
@@ -145,12 +204,21 @@ def per_class_figure(
         if points:
             xs, ys = zip(*points, strict=True)
             axis.plot(xs, ys, "D", color=BASELINE_COLOR, label=f"baseline ({baseline_label})")
-    axis.set_xticks(positions, labels=[r.name for r in rows], rotation=90 if len(rows) > 12 else 0)
-    low = min([r.accuracy for r in rows] + list((baseline or {}).values()) + [1.0])
-    axis.set_ylim(max(0.0, low - 0.05), 1.01)
+    rotation = 90 if len(rows) > 12 else 0
+    tick_font = 8 if len(rows) <= 20 else 6
+    axis.set_xticks(positions, labels=[r.name for r in rows], rotation=rotation, fontsize=tick_font)
+    axis.set_ylim(0.0, 1.01)  # from 0: a cut axis makes small differences look large
     axis.set_ylabel("accuracy")
-    axis.set_title("Per-class accuracy (test images)")
+    # Above the bars, under the title: inside the axes a legend hides the bars it sits on.
+    axis.set_title(f"Per-class accuracy (test images{note})", pad=LEGEND_ROW_PT)
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(
+        fontsize=8,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=2,
+        frameon=False,
+        borderaxespad=0.2,
+    )
     fig.tight_layout()
     return fig

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cxml.core.metrics import EVAL_METRICS, higher_is_better
+from cxml.core.metrics import EVAL_METRICS, SPREAD_SUFFIX, Change, is_neutral, judge_change
 from cxml.report.escape import (
     code,
     code_cell,
@@ -20,6 +20,7 @@ from cxml.report.mermaid import per_class_chart, training_charts
 from cxml.report.model import (
     PER_CLASS_PREFIX,
     ConfusionMatrix,
+    DemoPage,
     GateResult,
     GateRule,
     ReportData,
@@ -29,10 +30,21 @@ from cxml.report.model import (
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects issue/commit comments longer than this many characters."""
 SizeUnit = Literal["characters", "bytes"]
-EVAL_METRIC_ORDER = (*EVAL_METRICS, "num_test_images")
+EVAL_METRIC_ORDER = tuple(
+    spelled
+    for name in (*EVAL_METRICS, "num_test_images", "num_features")
+    for spelled in ((name, name + SPREAD_SUFFIX) if name.startswith("latency_") else (name,))
+)
 TRAIN_METRIC_ORDER = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs", "seconds")
 MAX_CONFUSION_TABLE_CLASSES = 12
 RESULT_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "⏭️ skipped"}
+VERDICT_MARK = {
+    "better": "🟢 better",
+    "worse": "🔴 worse",
+    "within noise": "⚪ within noise",
+    "same": "same",
+    "neutral": "",
+}
 
 
 @dataclass(frozen=True)
@@ -71,12 +83,6 @@ def has_watermark(body: str | None, name: str) -> bool:
     return any(line.strip() == mark for line in body.splitlines()[:3])
 
 
-def is_neutral(metric: str) -> bool:
-    """Counts (`num_test_images`, `epochs`) have no better direction."""
-    leaf = metric.rsplit(".", 1)[-1]
-    return leaf.startswith("num_") or leaf in ("epochs", "support")
-
-
 def format_value(metric: str, value: float | None) -> str:
     if value is None:
         return "—"
@@ -84,7 +90,7 @@ def format_value(metric: str, value: float | None) -> str:
         return "NaN"
     if float(value).is_integer() and (is_neutral(metric) or abs(value) >= 1000):
         return f"{int(value):,}"
-    if metric.endswith("_ms") or "seconds" in metric:
+    if metric.removesuffix(SPREAD_SUFFIX).endswith("_ms") or "seconds" in metric:
         return f"{value:,.3f}" if abs(value) < 1 else f"{value:,.2f}"
     return f"{value:.4f}"
 
@@ -102,15 +108,17 @@ def format_delta(metric: str, current: float, baseline: float) -> str:
     return text
 
 
-def judgement(metric: str, current: float, baseline: float) -> str:
-    """🟢 better / 🔴 worse knowing the metric's direction; neutral metrics get no marker."""
-    delta = current - baseline
-    if is_neutral(metric):
+def judgement(change: Change | None) -> str:
+    """🟢 better / 🔴 worse / ⚪ within noise, knowing the metric's direction (gate.json's
+    `directions`, from params.yaml) and its noise (`+1 image of 269`, the latency trials' spread);
+    neutral metrics get no marker."""
+    if change is None:
         return ""
-    if abs(delta) < 1e-12:
-        return "same"
-    better = (delta > 0) == higher_is_better(metric)
-    return "🟢 better" if better else "🔴 worse"
+    mark = VERDICT_MARK[change.verdict]
+    note = change.noise_note()
+    if note and change.verdict in ("better", "worse", "within noise"):
+        mark += f" ({note})"
+    return mark
 
 
 def table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -142,7 +150,10 @@ def verdict(gate: GateResult, metrics: Mapping[str, float]) -> str:
         headline = headline_metric(gate, metrics)
         return f"### ✅ Gate passed{headline}\n\n{counts}, all pass{skipped}."
     failed = gate.failed_rules
-    names = ", ".join(f"{code(rule.rule)} ({rule_numbers(rule)})" for rule in failed)
+    names = ", ".join(
+        f"{code(rule.rule)} ({rule_numbers(rule)}{noise_in(rule, gate, metrics)})"
+        for rule in failed
+    )
     if not failed:
         names = "gate.json says fail but lists no failing rule"
     return f"### ❌ Gate failed: {names}\n\n{len(failed)} of {counts} failed{skipped}."
@@ -153,11 +164,23 @@ def headline_metric(gate: GateResult, metrics: Mapping[str, float]) -> str:
     if name not in metrics:
         return ""
     text = f": {escape_text(name)} {format_value(name, metrics[name])}"
-    baseline = (gate.baseline_metrics or {}).get(name)
-    if baseline is not None:
+    baseline = gate.baseline_metrics or {}
+    if name in baseline:
         label = escape_text(gate.baseline_label)
-        text += f", {format_delta(name, metrics[name], baseline)} vs {label}"
+        text += f", {format_delta(name, metrics[name], baseline[name])} vs {label}"
+        verdict = judgement(judge_change(name, metrics, baseline, declared=gate.directions))
+        text += f" — {verdict}" if verdict and verdict != "same" else ""
     return text
+
+
+def noise_in(rule: GateRule, gate: GateResult, metrics: Mapping[str, float]) -> str:
+    """`, within noise: -1 image of 269` when the rule's metric moved no more than chance."""
+    baseline = gate.baseline_metrics or {}
+    change = judge_change(rule.metric, metrics, baseline, declared=gate.directions)
+    if change is None or change.verdict != "within noise":
+        return ""
+    note = change.noise_note()
+    return f", within noise: {note}" if note else ", within noise"
 
 
 def rule_numbers(rule: GateRule) -> str:
@@ -168,15 +191,16 @@ def rule_numbers(rule: GateRule) -> str:
 
 def metrics_section(data: ReportData) -> str:
     baseline = data.gate.baseline_metrics
+    directions = data.gate.directions
     rows = [
-        metric_row(name, data.metrics[name], (baseline or {}).get(name))
+        metric_row(name, name, data.metrics, baseline, directions)
         for name in ordered_metrics(data.metrics, EVAL_METRIC_ORDER)
         if not name.startswith(PER_CLASS_PREFIX)
     ]
     if data.train_metrics:
         train_baseline = data.baseline_train_metrics or {}
         rows += [
-            metric_row(f"train.{name}", data.train_metrics[name], train_baseline.get(name))
+            metric_row(f"train.{name}", name, data.train_metrics, train_baseline, directions)
             for name in ordered_metrics(data.train_metrics, TRAIN_METRIC_ORDER)
         ]
     if baseline is None:
@@ -199,15 +223,25 @@ def no_baseline_note(gate: GateResult) -> str:
     return f"No baseline: {escape_text(why)}." if why else "No baseline."
 
 
-def metric_row(name: str, current: float, baseline: float | None) -> list[str]:
-    if baseline is None:
-        return [code_cell(name), format_value(name, current), "—", "—", "no baseline"]
+def metric_row(
+    label: str,
+    name: str,
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    directions: Mapping[str, str] | None,
+    support: Mapping[str, int] | None = None,
+) -> list[str]:
+    """`label | value | baseline | Δ | judgement` for `metrics[name]` against `baseline[name]`."""
+    current = metrics[name]
+    if baseline is None or name not in baseline:
+        return [code_cell(label), format_value(label, current), "—", "—", "no baseline"]
+    change = judge_change(name, metrics, baseline, declared=directions, support=support)
     return [
-        code_cell(name),
-        format_value(name, current),
-        format_value(name, baseline),
-        format_delta(name, current, baseline),
-        judgement(name, current, baseline),
+        code_cell(label),
+        format_value(label, current),
+        format_value(label, baseline[name]),
+        format_delta(label, current, baseline[name]),
+        judgement(change),
     ]
 
 
@@ -222,12 +256,13 @@ def per_class_section(data: ReportData) -> str | None:
     if not accuracy:
         return None
     baseline = data.gate.baseline_metrics
+    supports = {name: row.support for name, row in rows_by_name.items() if row.support > 0}
+    by_metric = {PER_CLASS_PREFIX + cls: value for cls, value in accuracy.items()}
     rows: list[list[str]] = []
-    for cls, value in accuracy.items():
+    for cls in accuracy:
         support = str(rows_by_name[cls].support) if cls in rows_by_name else "—"
-        cells = metric_row(
-            PER_CLASS_PREFIX + cls, value, (baseline or {}).get(PER_CLASS_PREFIX + cls)
-        )
+        name = PER_CLASS_PREFIX + cls
+        cells = metric_row(name, name, by_metric, baseline, data.gate.directions, supports)
         rows.append([code_cell(cls), support, *(cells[1:] if baseline is not None else cells[1:2])])
     if baseline is None:
         body = table(["class", "support", "accuracy"], ["---", "---:", "---:"], rows)
@@ -297,6 +332,8 @@ def render_param(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(render_param(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # evaluate.directions
+        return "{" + ", ".join(f"{k}: {render_param(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -332,6 +369,14 @@ def top_confusions(matrix: ConfusionMatrix, limit: int = 10) -> str:
     return f"Most frequent mistakes ({len(matrix.classes)} classes):\n\n" + table(
         ["actual", "predicted", "images"], ["---", "---", "---:"], rows
     )
+
+
+def demo_page_line(page: DemoPage | None) -> str:
+    """`▶ Try the staging model: <link>`; nothing for a URL that is not http(s)."""
+    if page is None or not is_web_url(page.url):
+        return ""
+    link = f"[{escape_text(page.url)}]({link_destination(page.url)})"
+    return f"▶ Try the {escape_text(page.environment)} model: {link}"
 
 
 def images_section(data: ReportData) -> str | None:
@@ -377,6 +422,7 @@ def build_report(data: ReportData) -> Report:
     sections = [
         Section("title", f"{watermark(data.name)}\n## 📊 Model report: {escape_text(data.name)}"),
         Section("verdict", verdict(data.gate, data.metrics)),
+        Section("demo_page", demo_page_line(data.demo_page)),
         Section("unchanged", MODEL_UNCHANGED_NOTE if data.model_unchanged else ""),
         Section("metrics", metrics_section(data)),
         Section("per_class_table", per_class_section(data) or "", 1, "the per-class table"),

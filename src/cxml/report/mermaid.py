@@ -15,6 +15,9 @@ BASELINE_COLOR = "#f97316"
 MAX_POINTS = 60
 """Longer series are thinned to about this many points so the chart stays readable."""
 MAX_CHART_CLASSES = 40
+PER_CLASS_Y_RANGE = (0.0, 1.0)
+"""Bars start at 0: a bar's height is then its accuracy, and a zoomed axis makes 0.97 look
+like half of 0.99."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,6 @@ def per_class_chart(data: ReportData) -> str | None:
         categories=[r.name for r in rows],
         y_label="accuracy",
         series=series,
-        y_range=value_range(series, floor=0.0, ceil=1.0),
+        y_range=PER_CLASS_Y_RANGE,
     )
     return f"#### Per-class accuracy\n\n{chart}\n\n{legend(series)}"

@@ -13,6 +13,7 @@ __all__ = [
     "PER_CLASS_PREFIX",
     "ChartImage",
     "ConfusionMatrix",
+    "DemoPage",
     "GateResult",
     "GateRule",
     "ParamChange",
@@ -71,6 +72,15 @@ class RunLinks:
 
 
 @dataclass(frozen=True)
+class DemoPage:
+    """The demo page of a deployed environment's service, for a person to try the model."""
+
+    environment: str
+    url: str
+    """Already masked: no credentials, query or fragment (`links.demo_page_url`)."""
+
+
+@dataclass(frozen=True)
 class ChartImage:
     title: str
     src: str
@@ -98,6 +108,8 @@ class ReportData:
     full_report_hint: str = "the job summary and the `report.md` file"
     model_unchanged: bool = False
     """DVC found nothing changed for the train stage: the model and metrics are reused."""
+    demo_page: DemoPage | None = None
+    """The staging service's page (deploy.yaml), None when none is configured."""
 
     @property
     def baseline_per_class(self) -> dict[str, float] | None:

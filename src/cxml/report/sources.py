@@ -1,24 +1,30 @@
 """Gathering the report's data: this run's files, and the baseline's at its git ref.
 
 gate.json, run.json and metrics are read through `cxml.records`; the plot files only the report
-reads (plots/train.csv, per_class.csv, confusion.csv) are parsed here.
+reads (plots/train.csv, per_class.csv, confusion.csv) are parsed here. So is a markdown file the
+user posts as it is (`cxml report --markdown FILE`), with the local images it links.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from cxml import __version__
 from cxml.core import console, env
 from cxml.core.config import Params, params_from_mapping
 from cxml.core.errors import ConfigError, RecordError
-from cxml.core.files import parse_csv
+from cxml.core.files import parse_csv, read_utf8
 from cxml.core.git import git_show
 from cxml.core.metrics import flatten
 from cxml.core.redact import redact_uri, without_query
 from cxml.records.gate import GateResult, read_gate
 from cxml.records.metrics import parse_metrics_text, read_metrics, read_optional_metrics
 from cxml.records.run import RunRecord, read_run
+from cxml.report.escape import link_destination
 from cxml.report.model import (
     PER_CLASS_PREFIX,
     ConfusionMatrix,
@@ -251,3 +257,124 @@ def mlflow_run_url(run: RunRecord) -> str | None:
     experiment = run.experiment_id or "0"
     server = redact_uri(without_query(uri)).rstrip("/")
     return f"{server}/#/experiments/{experiment}/runs/{run.run_id}"
+
+
+# --------------------------------------------------------------------------- a markdown file
+
+MAX_MARKDOWN_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""GitHub shows images up to 10 MB in comments."""
+MARKDOWN_IMAGE = re.compile(
+    r"!\[(?P<alt>[^\]\n]*)\]\(\s*(?P<dest><[^>\n]*>|[^)\s]+)(?:\s+\"[^\"\n]*\")?\s*\)"
+)
+HTML_IMAGE = re.compile(
+    r"<img\b[^>]*?\bsrc\s*=\s*(?P<quote>[\"'])(?P<dest>[^\"'\n]*)(?P=quote)[^>]*>", re.IGNORECASE
+)
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image the markdown links by a path (not a URL), read from under the working directory."""
+
+    name: str
+    """Its path relative to the working directory (posix): where it is published."""
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MarkdownFile:
+    path: Path
+    text: str
+    images: tuple[LocalImage, ...]
+
+
+def load_markdown_file(path: Path) -> MarkdownFile:
+    """The file and every local image it links; anything missing or unsafe is one ConfigError."""
+    fix = "give --markdown a UTF-8 markdown file"
+    if path.is_dir():
+        raise ConfigError(f"--markdown {path}: is a folder; {fix}")
+    if not path.exists():
+        raise ConfigError(
+            f"--markdown {path}: file not found; check the path (relative to {Path.cwd()})"
+        )
+    if path.stat().st_size > MAX_MARKDOWN_BYTES:
+        raise ConfigError(f"--markdown {path}: larger than {MAX_MARKDOWN_BYTES} bytes; {fix}")
+    text = read_utf8(path, fix=fix, error=ConfigError, label=f"--markdown {path}")
+    names = dict.fromkeys(image_name(link, path) for link in local_image_links(text))
+    return MarkdownFile(path, text, tuple(LocalImage(n, read_image(n, path)) for n in names))
+
+
+def local_destination(destination: str) -> str | None:
+    """The file path an image destination names, or None for a URL (`https:`, `data:`, `//`)."""
+    dest = destination.strip().removeprefix("<").removesuffix(">").strip()
+    if not dest or dest.startswith(("#", "//")) or URL_SCHEME.match(dest):
+        return None
+    return unquote(dest.split("#", 1)[0].split("?", 1)[0]) or None
+
+
+def local_image_links(text: str) -> list[str]:
+    """The destinations of images (`![x](a.png)`, `<img src="a.png">`) that are file paths."""
+    found = [m["dest"] for m in MARKDOWN_IMAGE.finditer(text)]
+    found += [m["dest"] for m in HTML_IMAGE.finditer(text)]
+    return [local for dest in found if (local := local_destination(dest)) is not None]
+
+
+def image_name(link: str, markdown_path: Path) -> str:
+    """`link` relative to the markdown file, as a path under the working directory.
+
+    A path outside it (`../x.png`, `/etc/x`, or a link leading out) is refused: publishing it
+    would copy a file the report never meant to show onto a public branch.
+    """
+    workdir = Path.cwd().resolve()
+    target = (markdown_path.parent / link).resolve()
+    if not target.is_relative_to(workdir):
+        raise ConfigError(
+            f"--markdown {markdown_path}: image {link!r} is outside the working directory "
+            f"{workdir}; link images under it"
+        )
+    return target.relative_to(workdir).as_posix()
+
+
+def read_image(name: str, markdown_path: Path) -> bytes:
+    where = f"--markdown {markdown_path}: image {name!r}"
+    path = Path.cwd() / name
+    if not path.is_file():
+        raise ConfigError(f"{where} not found; write it before `cxml report` or fix the link")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise ConfigError(
+            f"{where} is larger than {MAX_IMAGE_BYTES} bytes; GitHub shows up to 10 MB"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({exc.strerror}); fix its permissions") from None
+
+
+def rewrite_local_images(
+    markdown: MarkdownFile, urls: Mapping[str, str], note: Callable[[str, str], str]
+) -> str:
+    """The text with each local image pointing at its URL in `urls`, else replaced by `note(alt,
+    name)`: never a link to a file the reader cannot open."""
+
+    def markdown_image(match: re.Match[str]) -> str:
+        local = local_destination(match["dest"])
+        if local is None:
+            return match[0]
+        name = image_name(local, markdown.path)
+        if name in urls:
+            return f"![{match['alt']}]({link_destination(urls[name])})"
+        return note(match["alt"], name)
+
+    def html_image(match: re.Match[str]) -> str:
+        local = local_destination(match["dest"])
+        if local is None:
+            return match[0]
+        name = image_name(local, markdown.path)
+        if name in urls:
+            start, end = match.span("dest")
+            return match[0][: start - match.start()] + urls[name] + match[0][end - match.start() :]
+        alt = re.search(r"\balt\s*=\s*([\"'])([^\"'\n]*)\1", match[0], re.IGNORECASE)
+        return note(alt[2] if alt else "", name)
+
+    return HTML_IMAGE.sub(html_image, MARKDOWN_IMAGE.sub(markdown_image, markdown.text))

@@ -13,7 +13,7 @@ from cxml import __version__
 from cxml.core.console import info
 from cxml.serve.admission import RETRY_AFTER_S, Admission, Overloaded
 from cxml.serve.batching import Batcher
-from cxml.serve.metrics import ServiceMetrics
+from cxml.serve.metrics import ReleaseLabels, ServiceMetrics
 from cxml.serve.requests import (
     CLIENT_CLOSED,
     PredictRequest,
@@ -23,6 +23,7 @@ from cxml.serve.requests import (
 )
 from cxml.serve.service import PredictionService
 from cxml.serve.settings import ServeSettings
+from cxml.serve.ui import add_demo_page
 
 if TYPE_CHECKING:
     import torch
@@ -46,28 +47,52 @@ def create_app(service: PredictionService, worker: int = 0) -> FastAPI:
     settings = service.settings
     admission = Admission(settings.max_active, settings.max_queue)
     on_their_way = [0]  # requests admitted and not yet handed to the batcher (read or decoding)
+
+    def company_coming() -> bool:
+        # Clients that send again once answered (most do) are not counted while their next
+        # request is on the wire: more clients about lately than requests in hand means some are
+        # (measured: without this, 2 such clients per worker never shared a forward pass).
+        pending = on_their_way[0] + batcher.waiting_requests()
+        return on_their_way[0] > 0 or admission.recent_peak() > pending
+
     batcher = Batcher(
         service.classify,
         admission.infer,
         max_images=settings.max_batch,
         max_delay_s=settings.max_delay_ms / 1000,
         on_batch=service.metrics.record_batch,
-        company_coming=lambda: on_their_way[0] > 0,
+        company_coming=company_coming,
     )
     worker_header = {WORKER_HEADER: str(worker)}
+    release = settings.release
+    release_labels = ReleaseLabels(
+        settings.release_name,
+        settings.model_version,
+        (release.model_name if release else None) or "",
+        (release.run_id if release else None) or "",
+    )
 
     def json_response(
         payload: object, status: int = 200, headers: dict[str, str] | None = None
     ) -> Response:
         return Response(
-            json.dumps(payload, separators=(",", ":")),
+            json_text(payload),
             status_code=status,
             headers=headers,
             media_type="application/json",
         )
 
     def decode(sent: PredictRequest) -> torch.Tensor:
-        return service.decode(images_of(sent, settings))
+        if service.metadata.feature_names:  # a tabular model: JSON feature rows, not images
+            rows = service.decode_features(sent.content_type, sent.body)
+            service.metrics.record_rows(len(sent.body), service.input_summary(rows))
+            return rows
+        images = images_of(sent, settings)
+        batch = service.decode(images)
+        service.metrics.record_images(
+            [len(image) for image in images], service.input_summary(batch)
+        )
+        return batch
 
     # Plain Starlette routes: no dependency injection on the hot path, and the handlers own parsing.
     # The event loop only reads and answers; parsing and decoding run in admission's threads and
@@ -99,7 +124,10 @@ def create_app(service: PredictionService, worker: int = 0) -> FastAPI:
         except RequestError as exc:
             return json_response({"error": exc.message}, exc.status)
         answer = service.answer_rows(rows)
-        service.metrics.record_prediction(time.perf_counter() - started, int(batch.shape[0]))
+        predicted = [p["index"] for p in answer["predictions"]]
+        service.metrics.record_prediction(
+            time.perf_counter() - started, int(batch.shape[0]), predicted
+        )
         return json_response(answer, headers=worker_header)
 
     async def healthz(request: Request) -> Response:
@@ -114,16 +142,30 @@ def create_app(service: PredictionService, worker: int = 0) -> FastAPI:
         )
 
     async def version(request: Request) -> Response:
-        return json_response(service.version())
+        # model_sha256: `cxml check` proves the environment serves the model it evaluated
+        release = settings.release
+        return json_response(
+            {**service.version(), "model_sha256": release.model_sha256 if release else None}
+        )
 
     async def metrics(request: Request) -> Response:
-        text = service.metrics.render(settings.model_version, settings.release_name)
+        class_names = service.metadata.class_names
+        text = service.metrics.render(
+            settings.model_version,
+            settings.release_name,
+            class_names,
+            labels=release_labels,
+            tabular=bool(service.metadata.feature_names),
+            reference_brightness=service.reference_brightness(),
+        )
         return Response(text, media_type="text/plain; version=0.0.4")
 
     app.add_route("/predict", predict, methods=["POST"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/version", version, methods=["GET"])
     app.add_route("/metrics", metrics, methods=["GET"])
+    if settings.ui:
+        add_demo_page(app, settings)
     app.add_middleware(CountResponses, metrics=service.metrics)
     return app
 
@@ -165,6 +207,11 @@ class CountResponses:
             await send_error(send, status, INTERNAL_ERROR)
         finally:
             self.metrics.record_response(str(scope.get("path", "")), status)
+
+
+def json_text(payload: object) -> str:
+    """A JSON answer's body, compact (no spaces)."""
+    return json.dumps(payload, separators=(",", ":"))
 
 
 async def send_error(send: Send, status: int, message: str) -> None:

@@ -4,8 +4,10 @@ Requests arrive already decoded (a bad image is refused before it gets here, so 
 anyone else's answer). One dispatcher per process takes the waiting requests, whole, up to
 `max_images`, and runs them as one batch on the inference thread. While that batch runs, new
 requests gather, so under load batches fill by themselves; `max_delay_s` is how long the oldest
-waiting request may be held for company when the model is idle, and only while other requests are
-on their way (read or being decoded): a lone request under light load runs at once.
+waiting request may be held for company once the model is idle (counted from its arrival or the end
+of the previous batch, whichever is later), and only while company is expected (other requests
+being read or decoded, or clients that were just answered and will likely send again): a lone
+request under light load runs at once.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Batcher:
         self._arrival: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_since = 0.0
 
     async def classify_batched(self, images: torch.Tensor) -> Rows:
         """Class probabilities of `images` (N,C,H,W uint8), computed with whoever else is waiting."""
@@ -94,7 +97,8 @@ class Batcher:
         """Wait until the batch is full or the oldest waiting request has waited max_delay_s."""
         assert self._arrival is not None
         while self._waiting_images() < self.max_images and self.company_coming():
-            left = self._waiting[0].arrived + self.max_delay_s - time.monotonic()
+            waited_from = max(self._waiting[0].arrived, self._idle_since)
+            left = waited_from + self.max_delay_s - time.monotonic()
             if left <= 0:
                 return
             self._arrival.clear()
@@ -120,7 +124,17 @@ class Batcher:
             images += size
         return [waiting for waiting in batch if not waiting.answer.done()]
 
+    def waiting_requests(self) -> int:
+        """Requests decoded and waiting for a forward pass (not those in the one running)."""
+        return len(self._waiting)
+
     async def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._idle_since = time.monotonic()
+
+    async def _run_batch(self, batch: list[_Waiting]) -> None:
         import torch
 
         tensors = [waiting.images for waiting in batch]

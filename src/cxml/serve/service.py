@@ -75,6 +75,38 @@ class PredictionService:
         ]
         return torch.stack(tensors)
 
+    def decode_features(self, content_type: str, body: bytes) -> torch.Tensor:
+        """A tabular model's JSON rows -> float32 N,F,1,1 (serve/features.py), or a RequestError."""
+        from cxml.serve.features import features_from_json
+        from cxml.serve.requests import RequestError
+
+        if content_type != "application/json":
+            raise RequestError(
+                415,
+                f"content type {content_type or 'none'!r}: this model takes feature rows as "
+                'application/json ({"features": [...]}, {"rows": [...]} or {"records": [...]})',
+            )
+        return features_from_json(body, self.metadata, self.settings.max_batch)
+
+    def input_summary(self, batch: torch.Tensor) -> list[float]:
+        """One number per decoded input, for drift monitoring (/metrics): an image's mean pixel
+        value (0-255), or a tabular row's mean standardised feature value."""
+        if not self.metadata.feature_names:
+            return [float(v) for v in batch.float().mean(dim=(1, 2, 3)).tolist()]
+        from cxml.ml.pixels import normalise_with
+
+        metadata = self.metadata
+        scores = normalise_with(batch, metadata.mean, metadata.std, metadata.input_scale)
+        return [float(v) for v in scores.flatten(1).mean(dim=1).tolist()]
+
+    def reference_brightness(self) -> float | None:
+        """The training images' mean pixel value (0-255), from the normaliser's channel means;
+        None for a tabular model."""
+        metadata = self.metadata
+        if metadata.feature_names or not metadata.mean:
+            return None
+        return sum(metadata.mean) / len(metadata.mean) * metadata.input_scale
+
     def answer(self, batch: torch.Tensor) -> dict[str, Any]:
         """A decoded batch -> the /predict answer: the class and probabilities of each image."""
         return self.answer_rows(self.classify(batch))
@@ -111,6 +143,31 @@ class PredictionService:
             "metrics": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics},
             "device": self.device,
             "cxml_version": __version__,
+            **self.feature_description(),
+        }
+
+    def feature_description(self) -> dict[str, Any]:
+        """A tabular model's inputs for /version: names in order, and each feature's training
+        min, mean and max (hints for a form); {} for an image model."""
+        metadata = self.metadata
+        if not metadata.feature_names:
+            return {}
+        from cxml.ml.tabular import feature_means
+
+        means = feature_means(metadata.mean, metadata.input_scale)
+        return {
+            "input": "features",
+            "feature_names": list(metadata.feature_names),
+            "features": [
+                {"name": name, "min": low, "mean": mean, "max": high}
+                for name, low, mean, high in zip(
+                    metadata.feature_names,
+                    metadata.feature_min,
+                    means,
+                    metadata.feature_max,
+                    strict=False,
+                )
+            ],
         }
 
 
@@ -151,5 +208,7 @@ def load_pixel_model(settings: ServeSettings, device: str) -> tuple[torch.nn.Mod
         raise RecordError(
             f"{settings.model_path}: the weights do not fit the model ({first}); retrain it"
         ) from None
-    pixel_model = PixelClassifier(fuse_for_inference(model), metadata.mean, metadata.std)
+    pixel_model = PixelClassifier(
+        fuse_for_inference(model), metadata.mean, metadata.std, metadata.input_scale
+    )
     return pixel_model.to(device).eval(), metadata

@@ -30,12 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve_workers(settings)
 
 
+DEFAULT_MODEL = "model/model.pt"
+"""What `cxml train` writes with the default params (outputs.model)."""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cxml serve", description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--bundle", help="release directory (model.pt, release.json, SHA256SUMS)")
     source.add_argument(
-        "--model", help="a bare model file (no release record): version comes from --model-version"
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a bare model file (no release record): version comes from --model-version "
+        f"(default: {DEFAULT_MODEL}, where `cxml train` writes it)",
     )
     parser.add_argument(
         "--model-version", default="local", help="version to report with --model (default: local)"
@@ -51,13 +58,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: half the cores, at most 4)",
+        help="torch CPU threads per worker (default: cores / (2 x workers), 1 to 4; on 2 cores 1, "
+        "which measured best there, see benchmarks/README.md)",
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=None,
-        help="serving processes sharing the port (default: the cores, at most 4; 1 on a GPU host)",
+        help="serving processes sharing the port (default: the cores, at most 4, measured on 2 "
+        "cores; 1 on a GPU host, not yet measured)",
     )
     parser.add_argument(
         "--max-batch",
@@ -70,9 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-delay-ms",
         type=float,
         default=DEFAULT_MAX_DELAY_MS,
-        help="how long a request may wait for others to share its forward pass when the model is "
-        "idle; under load batches fill while the previous one runs (default "
-        f"{DEFAULT_MAX_DELAY_MS:g}, provisional: measured on a loaded 2-core machine, see "
+        help="how long a request may wait for others to share its forward pass once the model is "
+        "idle, while other clients are about; under load batches fill while the previous one "
+        f"runs (default {DEFAULT_MAX_DELAY_MS:g}, measured on 2 CPU cores: see "
         "benchmarks/README.md; 0 batches only what arrives while a batch runs)",
     )
     parser.add_argument(
@@ -97,6 +106,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="refuse images not already at the model's input size",
     )
+    parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="do not serve the demo page (/ and its assets, /examples): the API only",
+    )
     return parser.parse_args(argv)
 
 
@@ -111,7 +125,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     else:
         model_path = Path(args.model)
         if not model_path.is_file():
-            raise ConfigError(f"--model {model_path}: file not found; run `cxml train` first")
+            raise ConfigError(
+                f"--model {model_path}: file not found; run `cxml train` (or `dvc repro`) first, "
+                "or pass --model FILE or --bundle DIR"
+            )
         model_version = args.model_version
         release_name = bundle.release_name(model_version, bundle.sha256_file(model_path))
         serving = bundle.ServingConfig()
@@ -147,6 +164,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_delay_ms=args.max_delay_ms,
         model_version=model_version,
         release_name=release_name,
+        ui=not args.no_ui,
     )
 
 

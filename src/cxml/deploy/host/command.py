@@ -22,11 +22,11 @@ from typing import Any
 
 from cxml.core.console import run_entry_point
 from cxml.core.errors import ConfigError
-from cxml.deploy.host import detach, releases, setup
+from cxml.deploy.host import canary, detach, releases, setup
 from cxml.deploy.host.settings import HostSettings, add_arguments
 from cxml.records.release import is_release_name
 
-COMMANDS = ("prepare", "activate", "rollback", "discard", "status", "setup")
+COMMANDS = ("prepare", "activate", "rollback", "discard", "status", "setup", *canary.COMMANDS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -41,6 +41,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--staging", help="uploaded directory under ROOT/incoming (activate, discard)"
     )
     parser.add_argument("--forced-reason", help="why the gate was skipped (activate)")
+    parser.add_argument(
+        "--weight", type=int, default=10, help="percent of the requests (canary-start)"
+    )
+    parser.add_argument("--reason", default="aborted", help="why (canary-abort)")
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=canary.DEFAULT_LEASE_S,
+        help="seconds the canary stays reserved for its client between reads (canary-start)",
+    )
     parser.add_argument(
         "--attached",
         action="store_true",
@@ -82,13 +92,20 @@ def run_command(args: argparse.Namespace, settings: HostSettings) -> dict[str, A
         return releases.discard(settings, Path(args.staging))
     if args.command == "setup":
         return setup.setup_from_args(args, settings)
-    return releases.status(settings)
+    if args.command in canary.COMMANDS:
+        if args.command == "canary-start":
+            release_arg(args)
+        staging = Path(args.staging) if args.staging else None
+        return canary.run(
+            args.command, settings, args.release, staging, args.weight, args.reason, args.lease
+        )
+    return canary.status(settings)  # the host's releases and a canary under way
 
 
 def release_arg(args: argparse.Namespace) -> str:
     """--release, checked to be a release directory's name and not a path."""
     if not args.release:
-        raise ConfigError("activate needs --release")
+        raise ConfigError(f"{args.command} needs --release")
     if not is_release_name(args.release):
         raise ConfigError(
             f"--release {args.release!r}: not a release name (letters, digits, '.', '_', '-')"

@@ -76,10 +76,17 @@ def clear_journal(settings: HostSettings) -> None:
 
 
 def replay_journal(settings: HostSettings) -> str | None:
-    """End a swap that was interrupted (call under the deploy lock); says what it did, if any."""
+    """End a swap that was interrupted (call under the deploy lock); says what it did, if any.
+
+    A canary under way refuses the caller while its client holds its lease, and one whose client
+    is gone is aborted first (cxml.deploy.host.canary: its record is this journal's other half).
+    """
+    from cxml.deploy.host.canary import settle_canary  # canary imports this module
+
     journal = read_journal(settings)
+    settled = settle_canary(settings, journal)
     if journal is None:
-        return None
+        return settled
     state = read_state(settings)
     if journal.step == "switched" and state.current == journal.release:
         done = finish_swap(settings, journal)
@@ -90,7 +97,7 @@ def replay_journal(settings: HostSettings) -> str | None:
         write_state(settings, state)
     clear_journal(settings)
     log(done)
-    return done
+    return f"{settled}; {done}" if settled else done
 
 
 def finish_swap(settings: HostSettings, journal: Journal) -> str:

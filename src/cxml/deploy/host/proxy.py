@@ -24,6 +24,21 @@ def upstream_config(port: int) -> str:
     )
 
 
+def weighted_upstream_config(stable_port: int, canary_port: int, canary_weight: int) -> str:
+    """Both services in one upstream: nginx's weighted round robin sends `canary_weight` of
+    every 100 requests to the canary (exact per worker, so the share is what was asked)."""
+    if not 1 <= canary_weight <= 99:
+        raise ValueError(f"canary weight {canary_weight}: expected 1 to 99")
+    return (
+        "# Written by `python -m cxml.deploy.host` during a canary: do not edit.\n"
+        f"upstream {UPSTREAM_NAME} {{\n"
+        f"    server 127.0.0.1:{stable_port} weight={100 - canary_weight};\n"
+        f"    server 127.0.0.1:{canary_port} weight={canary_weight};\n"
+        "    keepalive 16;\n"
+        "}\n"
+    )
+
+
 def switch_proxy(settings: HostSettings, port: int) -> None:
     """Point the proxy's upstream at `port`, have the proxy validate its whole config, reload it.
 
@@ -31,10 +46,21 @@ def switch_proxy(settings: HostSettings, port: int) -> None:
     one, so the config is tested first (`nginx -t` with the reload command's -c/-p); a rejected
     config puts the upstream file back as it was and nothing is reloaded.
     """
+    write_and_reload(settings, upstream_config(port))
+
+
+def split_proxy(settings: HostSettings, stable_port: int, canary_port: int, weight: int) -> None:
+    """Send `weight` percent of the requests to `canary_port`, the rest to `stable_port`."""
+    write_and_reload(settings, weighted_upstream_config(stable_port, canary_port, weight))
+
+
+def write_and_reload(settings: HostSettings, text: str) -> None:
+    """Write the upstream file, have the proxy check its whole config, reload (a graceful reload:
+    old workers finish their requests); a rejected config is put back and nothing reloaded."""
     if settings.proxy_config is None:
         return
     before = read_proxy_config(settings)
-    files.write_text(settings.proxy_config, upstream_config(port))
+    files.write_text(settings.proxy_config, text)
     try:
         check_proxy_config(settings)
     except DeployError:

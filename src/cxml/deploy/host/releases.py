@@ -205,7 +205,19 @@ def swap_to(
     new_state = after_switch(state, release)
     record_event(new_state, action, release, "ok", **details)
     write_state(settings, new_state)
-    if old_service is not None and old_service.release != release:
+    retire(settings, old_service, new_state)
+    return {
+        "release": release,
+        "previous": new_state.previous,
+        "port": new_service.port,
+        "changed": True,
+    }
+
+
+def retire(settings: HostSettings, old_service: Service | None, new_state: HostState) -> None:
+    """Once the proxy serves `new_state.current`: drain and stop the release it replaced, end
+    the journal, and tidy the root."""
+    if old_service is not None and old_service.release != new_state.current:
         time.sleep(settings.drain_s)
         log(f"stopping release {old_service.release} (port {old_service.port})")
         stop_service(settings, old_service)
@@ -213,12 +225,6 @@ def swap_to(
     clear_journal(settings)
     stop_stray_services(settings, new_state)
     prune(settings, new_state)
-    return {
-        "release": release,
-        "previous": new_state.previous,
-        "port": new_service.port,
-        "changed": True,
-    }
 
 
 def stop_stray_services(settings: HostSettings, state: HostState) -> None:
@@ -256,18 +262,24 @@ def prune(settings: HostSettings, state: HostState) -> None:
         write_state(settings, state)
 
 
+def install_or_verify(settings: HostSettings, release: str, staging: Path | None) -> None:
+    """Install `release` from its upload in `staging`, or, with none, check the installed one."""
+    if staging is not None:
+        install_upload(settings, release, staging)
+    if not (settings.releases_dir / release).is_dir():
+        raise DeployError(f"release {release} is not installed on the host; deploy it first")
+    if staging is None:
+        verify_bundle(settings.releases_dir / release)
+
+
 def activate(
     settings: HostSettings, release: str, staging: Path | None, forced_reason: str | None
 ) -> dict[str, Any]:
     with deploy_lock(settings, f"deploy of {release}"):
         prepare(settings)
         replay_journal(settings)
-        if staging is not None:
-            install_upload(settings, release, staging)
-        if not (settings.releases_dir / release).is_dir():
-            raise DeployError(f"release {release} is not installed on the host; deploy it first")
+        install_or_verify(settings, release, staging)
         if staging is None:
-            verify_bundle(settings.releases_dir / release)
             log(f"release {release} is already installed; verified it again, reusing it")
         # a release joins state.releases (and takes a --keep slot) once it has served
         state = read_state(settings)
@@ -327,4 +339,31 @@ def status(settings: HostSettings) -> dict[str, Any]:
         "services": services,
         "orphans": orphans(settings),
         "history": state.history[-10:],
+        "kept": kept_releases(settings, state),
     }
+
+
+def kept_releases(settings: HostSettings, state: HostState) -> list[dict[str, Any]]:
+    """The releases that served here and are still installed (oldest first), each with the model
+    its record names: `cxml promote --version` looks for a registered version among them."""
+    names = [*state.releases]
+    names += [r for r in (state.previous, state.current) if r is not None and r not in names]
+    kept = []
+    for name in names:
+        directory = settings.releases_dir / name
+        if not is_release_name(name) or directory.is_symlink() or not directory.is_dir():
+            continue
+        try:
+            info = load_bundle(directory, verify=False).info
+        except (DeployError, RecordError, OSError):
+            continue  # unreadable: not offered for promotion (a deploy verifies it anyway)
+        kept.append(
+            {
+                "release": name,
+                "model_name": info.model_name,
+                "model_version": info.model_version,
+                "run_id": info.run_id,
+                "model_sha256": info.model_sha256,
+            }
+        )
+    return kept

@@ -13,9 +13,18 @@ from urllib.parse import quote
 from cxml import __version__
 from cxml.core.errors import EXIT_INPUT, ReportError
 from cxml.core.redact import redact_uri
-from cxml.report.forges.base import Comment, Forge, IsOurs, PostedComment, PublishedImages
+from cxml.report.forges.base import (
+    UPSERT_TRIES,
+    Comment,
+    Forge,
+    IsOurs,
+    PostedComment,
+    PublishedImages,
+    first_of_ours,
+    token_owner,
+    upsert,
+)
 from cxml.report.forges.http import (
-    AmbiguousRequestError,
     ApiUrlSetting,
     HttpStatusError,
     JsonHttpClient,
@@ -158,18 +167,13 @@ class GitHubClient:
         *,
         author: str | None = None,
     ) -> dict[str, Any] | None:
-        """The first comment with our watermark (`is_ours`) that the poster wrote.
-
-        Anyone can paste the watermark into a comment of their own; updating that one would
-        put the report under their name and leave them able to edit it. `author` overrides who
-        the poster is (default: `token_login`, asked only once a watermark turns up).
-        """
-        for comment in self.list_comments(target):
-            if not is_ours(comment.get("body")):
-                continue
-            if self.written_by(comment, author or self.token_login):
-                return comment
-        return None
+        """Our earlier comment on `target` (see `first_of_ours`); the poster is `author` when
+        given, else `token_login`."""
+        return first_of_ours(
+            self.list_comments(target),
+            is_ours,
+            lambda comment: self.written_by(comment, author or self.token_login),
+        )
 
     @staticmethod
     def written_by(comment: Mapping[str, Any], login: str) -> bool:
@@ -187,20 +191,7 @@ class GitHubClient:
         github-actions[bot] for an installation token (GITHUB_TOKEN), which GitHub does not
         let read `GET /user`. A GitHub App's own token posts as APP-SLUG[bot]: pass that as
         --comment-author."""
-        try:
-            user = self.http.request("GET", "/user").data
-        except HttpStatusError as error:
-            if error.status == 403 and INSTALLATION_TOKEN_REFUSAL in error.api_message:
-                return ACTIONS_BOT_LOGIN
-            raise GitHubError(
-                who_is_the_token_error(error), status=error.status, exit_code=error.exit_code
-            ) from None
-        login = user.get("login") if isinstance(user, dict) else None
-        if not isinstance(login, str) or not login:
-            raise ReportError(
-                "GitHub API: GET /user answered without a login; pass --comment-author LOGIN"
-            )
-        return login
+        return token_owner(self.http, "login", refused=installation_token_or_error)
 
     def upsert_comment(
         self,
@@ -215,38 +206,52 @@ class GitHubClient:
         A create whose outcome is unknown (connection dropped, 5xx) is followed by a fresh look
         for the watermark before anything is sent again, so a retried POST cannot duplicate.
         """
-        for attempt in range(3):
-            if attempt:
-                self.http.pause(attempt, before=f"checking the comment on {target.describe()}")
-            existing = self.find_comment(target, is_ours, author=author)
-            if existing is not None:
-                updated = self._call(
-                    "PATCH",
-                    self.comment_path(target, int(existing["id"])),
-                    json={"body": body},
-                    action=f"update the report comment on {target.describe()}",
-                    target=target,
-                )
-                return Comment(int(updated["id"]), str(updated["html_url"]), created=False)
-            payload: dict[str, Any] = {"body": body}
-            try:
-                created = self._call(
-                    "POST",
-                    self.comments_path(target),
-                    json=payload,
-                    action=f"comment on {target.describe()}",
-                    target=target,
-                    idempotent=False,
-                )
-            except AmbiguousRequestError:
-                continue
+
+        def update(existing: dict[str, Any]) -> Comment:
+            updated = self._call(
+                "PATCH",
+                self.comment_path(target, int(existing["id"])),
+                json={"body": body},
+                action=f"update the report comment on {target.describe()}",
+                target=target,
+            )
+            return Comment(int(updated["id"]), str(updated["html_url"]), created=False)
+
+        def create() -> Comment:
+            created = self._call(
+                "POST",
+                self.comments_path(target),
+                json={"body": body},
+                action=f"comment on {target.describe()}",
+                target=target,
+                idempotent=False,
+            )
             return Comment(int(created["id"]), str(created["html_url"]), created=True)
-        raise ReportError(
-            f"GitHub API: could not confirm the report comment on {target.describe()} after 3 "
-            "tries (connection lost or server errors); re-run the job"
+
+        return upsert(
+            find=lambda: self.find_comment(target, is_ours, author=author),
+            update=update,
+            create=create,
+            pause=lambda attempt: self.http.pause(
+                attempt, before=f"checking the comment on {target.describe()}"
+            ),
+            gave_up=f"GitHub API: could not confirm the report comment on {target.describe()} "
+            f"after {UPSERT_TRIES} tries (connection lost or server errors); re-run the job",
         )
 
     # ------------------------------------------------------------------ images on a branch
+
+    def can_push(self) -> bool | None:
+        """Whether the token may write the repository's contents, as `GET /repos` tells a user's
+        token (`permissions.push`); None for an installation token (GITHUB_TOKEN), which GitHub
+        answers without `permissions`, or when GitHub would not say."""
+        try:
+            repository = self.http.request("GET", self.repo_path).data
+        except HttpStatusError:
+            return None
+        permissions = repository.get("permissions") if isinstance(repository, dict) else None
+        push = permissions.get("push") if isinstance(permissions, dict) else None
+        return push if isinstance(push, bool) else None
 
     def publish_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
         """Commit `files` (path -> content) onto `branch` (created as an orphan if missing).
@@ -410,11 +415,25 @@ class GitHubForge(Forge):
             comment = client.upsert_comment(self.target, body, is_ours, author=author)
         return PostedComment.of(comment, f"comment on {self.target.describe()}")
 
+    def can_publish_images(self) -> bool | None:
+        with self.client() as client:
+            return client.can_push()
+
     def publish_images(self, files: Mapping[str, bytes], *, message: str) -> PublishedImages:
         with self.client() as client:
             sha = client.publish_files(self.images_branch, files, message)
             urls = tuple(client.file_url(sha, path) for path in files)
         return PublishedImages(urls, f"branch {self.images_branch}")
+
+
+def installation_token_or_error(error: HttpStatusError) -> str:
+    """A refused `GET /user`: an installation token's comments are github-actions[bot]'s;
+    anything else is an error."""
+    if error.status == 403 and INSTALLATION_TOKEN_REFUSAL in error.api_message:
+        return ACTIONS_BOT_LOGIN
+    raise GitHubError(
+        who_is_the_token_error(error), status=error.status, exit_code=error.exit_code
+    ) from None
 
 
 def who_is_the_token_error(error: HttpStatusError) -> str:

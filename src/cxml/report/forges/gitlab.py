@@ -5,14 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from cxml import __version__
 from cxml.core.errors import EXIT_INPUT, ReportError
-from cxml.report.forges.base import Comment, Forge, IsOurs, PostedComment
+from cxml.report.forges.base import (
+    UPSERT_TRIES,
+    Comment,
+    Forge,
+    IsOurs,
+    PostedComment,
+    first_of_ours,
+    token_owner,
+    upsert,
+)
 from cxml.report.forges.http import (
-    AmbiguousRequestError,
     ApiUrlSetting,
     HttpStatusError,
     JsonHttpClient,
@@ -95,33 +103,19 @@ class GitLabClient:
     ) -> dict[str, Any] | None:
         """The first note with our watermark (`is_ours`) that the poster wrote.
 
-        Anyone can paste the watermark into a note; updating theirs would post the report under
-        their name. `author` overrides who the poster is (default: the token's user, `GET /user`,
-        asked only once a watermark turns up).
+        `author` overrides who the poster is (default: the token's user, `GET /user`); see
+        `first_of_ours`.
         """
-        for note in self.list_notes(iid):
-            if is_ours(note.get("body")) and written_by(note, author or self.token_username):
-                return note
-        return None
+        return first_of_ours(
+            self.list_notes(iid),
+            is_ours,
+            lambda note: written_by(note, author or self.token_username),
+        )
 
     @cached_property
     def token_username(self) -> str:
         """The user this token acts as (a project or group access token has a bot user)."""
-        try:
-            user = self.http.request("GET", "/user").data
-        except HttpStatusError as error:
-            raise ReportError(
-                f"GitLab would not say who the token belongs to (GET /user: {error.status}: "
-                f"{error.api_message}), so cxml cannot tell its own note from others'; "
-                f"{TOKEN_HINT}, or pass --comment-author USERNAME",
-                exit_code=error.exit_code,
-            ) from None
-        username = user.get("username") if isinstance(user, dict) else None
-        if not isinstance(username, str) or not username:
-            raise ReportError(
-                "GitLab API: GET /user answered without a username; pass --comment-author USERNAME"
-            )
-        return username
+        return token_owner(self.http, "username", refused=who_is_the_token_error)
 
     def upsert_note(
         self,
@@ -131,33 +125,36 @@ class GitLabClient:
         *,
         author: str | None = None,
     ) -> Comment:
-        """Update our earlier note (watermark and author) or create one; a lost create is looked up first."""
-        for attempt in range(3):
-            if attempt:
-                self.http.pause(attempt, before=f"checking the note on merge request !{iid}")
-            existing = self.find_note(iid, is_ours, author=author)
-            if existing is not None:
-                note = self._call(
-                    "PUT",
-                    f"{self.mr_path(iid)}/notes/{int(existing['id'])}",
-                    json={"body": body},
-                    action=f"update the report note on merge request !{iid}",
-                )
-                return Comment(int(note["id"]), self.note_url(iid, int(note["id"])), created=False)
-            try:
-                note = self._call(
-                    "POST",
-                    f"{self.mr_path(iid)}/notes",
-                    json={"body": body},
-                    action=f"comment on merge request !{iid}",
-                    idempotent=False,
-                )
-            except AmbiguousRequestError:
-                continue
+        """Update our earlier note (watermark and author) or create one; never two copies."""
+
+        def update(existing: dict[str, Any]) -> Comment:
+            note = self._call(
+                "PUT",
+                f"{self.mr_path(iid)}/notes/{int(existing['id'])}",
+                json={"body": body},
+                action=f"update the report note on merge request !{iid}",
+            )
+            return Comment(int(note["id"]), self.note_url(iid, int(note["id"])), created=False)
+
+        def create() -> Comment:
+            note = self._call(
+                "POST",
+                f"{self.mr_path(iid)}/notes",
+                json={"body": body},
+                action=f"comment on merge request !{iid}",
+                idempotent=False,
+            )
             return Comment(int(note["id"]), self.note_url(iid, int(note["id"])), created=True)
-        raise ReportError(
-            f"GitLab API: could not confirm the report note on merge request !{iid} after 3 tries; "
-            "re-run the job"
+
+        return upsert(
+            find=lambda: self.find_note(iid, is_ours, author=author),
+            update=update,
+            create=create,
+            pause=lambda attempt: self.http.pause(
+                attempt, before=f"checking the note on merge request !{iid}"
+            ),
+            gave_up=f"GitLab API: could not confirm the report note on merge request !{iid} "
+            f"after {UPSERT_TRIES} tries; re-run the job",
         )
 
     def note_url(self, iid: int, note_id: int) -> str:
@@ -232,6 +229,15 @@ def written_by(note: dict[str, Any], username: str) -> bool:
     note_author = note.get("author")
     name = note_author.get("username") if isinstance(note_author, dict) else None
     return isinstance(name, str) and name.lower() == username.lower()
+
+
+def who_is_the_token_error(error: HttpStatusError) -> NoReturn:
+    raise ReportError(
+        f"GitLab would not say who the token belongs to (GET /user: {error.status}: "
+        f"{error.api_message}), so cxml cannot tell its own note from others'; "
+        f"{TOKEN_HINT}, or pass --comment-author USERNAME",
+        exit_code=error.exit_code,
+    ) from None
 
 
 def explain(error: HttpStatusError, *, action: str, project_id: str) -> str:

@@ -102,10 +102,11 @@ def github_forge(args: argparse.Namespace, recorded_commit: str | None) -> Forge
     event = read_event(env.get(env.GITHUB_EVENT_PATH))
     # On pull_request events GITHUB_SHA is the synthetic merge commit nobody looks at; the
     # commit the author pushed is the PR head.
-    commit = pr_head_sha(event) or env.get(env.GITHUB_SHA) or recorded_commit
+    chosen = getattr(args, "commit", None)  # --target commit/SHA
+    commit = chosen or pr_head_sha(event) or env.get(env.GITHUB_SHA) or recorded_commit
     target = github_target(args, event_name, event, commit)
     repository = args.repo or env.get(env.GITHUB_REPOSITORY)
-    if target is None and not args.publish_images:
+    if target is None and getattr(args, "publish_images", "false") != "true":
         return Nowhere(no_target_reason(args.target, event_name), commit)
     if not repository:
         raise ConfigError("no repository: set GITHUB_REPOSITORY or pass --repo owner/name")
