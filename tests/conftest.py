@@ -19,7 +19,7 @@ _LEAKY_PREFIXES = ("GITHUB_", "CI_", "MLFLOW_", "CXML_", "RUNNER_", "GITLAB_", "
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(_LEAKY_PREFIXES) or name in ("ACT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
             monkeypatch.delenv(name, raising=False)
@@ -27,6 +27,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    yield
+    # What the test itself wrote into os.environ outside monkeypatch (mlflow.set_tracking_uri
+    # sets MLFLOW_TRACKING_URI; cxml.repro sets CXML_DEVICE) must not reach later tests or the
+    # module-scoped fixtures they start; monkeypatch then restores what was there before.
+    for name in list(os.environ):
+        if name.startswith(_LEAKY_PREFIXES):
+            os.environ.pop(name, None)
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
     return (
         f"test accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
         f"latency p50 {metrics['latency_p50_ms']:.3f} ms  p95 {metrics['latency_p95_ms']:.3f} ms  "
-        f"({metrics['num_test_images']} images)"
+        f"({metrics['num_test_images']} {'rows' if 'num_features' in metrics else 'images'})"
     )
 
 
