@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -429,15 +429,21 @@ def stage_timings(model_file: Path, repeats: int = 200) -> None:
         ),
         ("answer rows + JSON encode", lambda: json_text(service.answer_rows(rows)), repeats),
     ]
+    layouts = {
+        name: PredictionService(replace(settings, layout=name))
+        for name in ("standard", "channels-last")
+    }
+    print(f"auto layout: {service.layout.describe()}", flush=True)
     for size in (1, 2, 4, 16, 32, 64):
         batch = torch.cat([one] * size)
-        stages.append(
-            (
-                f"forward pass, batch {size}",
-                lambda b=batch: service.classify(b),
-                max(5, repeats // (size + 4)),
+        for name, layout_service in layouts.items():
+            stages.append(
+                (
+                    f"forward pass, batch {size}, {name}",
+                    lambda b=batch, s=layout_service: s.classify(b),
+                    max(5, repeats // (size + 4)),
+                )
             )
-        )
     for name, work, number in stages:
         work()
         per_call = timeit.timeit(work, number=number) / number * 1000

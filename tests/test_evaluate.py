@@ -245,3 +245,69 @@ def test_a_training_run_missing_from_the_store_is_a_warning(trained: Path) -> No
     assert "Traceback" not in result.stderr
     assert (trained / "gate.json").exists()
     assert (trained / "metrics/eval.json").exists()
+
+
+def eval_metrics_in_store(workspace: Path) -> dict[str, float]:
+    """The `eval.*` metrics MLflow holds for run.json's run, read with MLflow itself."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((workspace / "run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    metrics = client.get_run(run_id).data.metrics
+    return {key: value for key, value in metrics.items() if key.startswith("eval.")}
+
+
+def test_cxml_run_collects_the_metrics_it_logged_in_the_background(trained: Path) -> None:
+    """`cxml run` evaluates with --tracking-in-background and waits for it after the report."""
+    written = json.loads((trained / "metrics/eval.json").read_text())
+    assert eval_metrics_in_store(trained)["eval.accuracy"] == pytest.approx(written["accuracy"])
+    assert not (trained / ".cxml/eval-tracking.json").exists()
+
+
+def test_evaluate_in_the_background_then_report_collects(trained: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((trained / "run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained / 'mlflow.db'}")
+    client.log_metric(run_id, "eval.accuracy", -1.0)  # so the new value is seen to arrive
+    evaluated = run_cxml(
+        "evaluate", "--baseline", "none", "--tracking-in-background", cwd=trained, timeout=120
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "logged in the background" in evaluated.stdout + evaluated.stderr
+    reported = run_cxml("report", "--dry-run", "--target", "none", cwd=trained, timeout=120)
+    assert reported.returncode == 0, reported.stderr
+    assert "in the store" in reported.stdout + reported.stderr
+    written = json.loads((trained / "metrics/eval.json").read_text())
+    assert eval_metrics_in_store(trained)["eval.accuracy"] == pytest.approx(written["accuracy"])
+    assert not (trained / ".cxml/eval-tracking.json").exists()
+
+
+def test_a_background_tracking_failure_fails_the_report_step_after_writing_it(
+    trained: Path,
+) -> None:
+    """tracking.required (the default): the report is written (and would be posted), then the
+    step stops with exit 3 naming the failure (a store file that is not a database)."""
+    (trained / "junk.db").write_text("not a database\n" * 200)
+    broken = {"MLFLOW_TRACKING_URI": f"sqlite:///{trained / 'junk.db'}"}
+    evaluated = run_cxml(
+        "evaluate",
+        "--baseline",
+        "none",
+        "--tracking-in-background",
+        cwd=trained,
+        env=broken,
+        timeout=120,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    (trained / "report.md").unlink(missing_ok=True)
+    reported = run_cxml("report", "--dry-run", "--target", "none", cwd=trained, timeout=120)
+    assert reported.returncode == 3, reported.stdout + reported.stderr
+    assert (
+        reported.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: MLflow: logging evaluation metrics failed")
+    ), reported.stderr
+    assert "Traceback" not in reported.stderr
+    assert (trained / "report.md").exists()
+    assert not (trained / ".cxml/eval-tracking.json").exists()

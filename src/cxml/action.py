@@ -91,6 +91,7 @@ STEPS: dict[str, ActionStep] = {
             Input("baseline", "--baseline"),
             Input("gate", "--gate", Kind.LINES),
             Input("fail-on-gate", "--no-fail", Kind.NEGATED),
+            Input("tracking-in-background", "--tracking-in-background", Kind.FLAG),
         ),
     ),
     "report": ActionStep(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cxml import __version__
-from cxml.core import env
 from cxml.core.console import info, run_entry_point, warn
 from cxml.deploy import keys, ssh
 from cxml.deploy import setup as host_setup
@@ -21,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = host_setup.InstallOptions(install=args.install, source=args.install_from)
     plans = host_setup.plan_setup(environment, options, __version__)
     if args.dry_run:
-        command_line = CommandLine(args, dry_run_key_label(args), "<known_hosts from input>")
+        command_line = CommandLine(args, keys.dry_run_credentials(args))
         info(host_setup.render_setup_plan(plans, environment.name, command_line))
         return 0
     if args.accept_new_host_key:
@@ -29,16 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     changed = False
     with (
         ssh.interrupt_on_termination(),
-        keys.credential_files(
-            key_file=args.ssh_key_file,
-            key_material=env.get(env.CXML_SSH_KEY),
-            known_hosts=args.known_hosts or env.get(env.CXML_KNOWN_HOSTS),
-            known_hosts_file=args.known_hosts_file,
-            accept_new_host_key=args.accept_new_host_key,
-        ) as creds,
+        keys.credentials_from_args(args) as creds,
     ):
         for plan in plans:
-            target = ssh_target(args, plan.host, creds)
+            target = host_target(plan.host, creds, args)
             result = host_setup.run_host_setup(plan, target, __version__)
             changed = changed or bool(result["changed"])
     summary = "changed" if changed else "no changes: everything was already there"
@@ -52,23 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def ssh_target(args: argparse.Namespace, host: Host, creds: keys.SshCredentials) -> ssh.SshTarget:
-    return ssh.SshTarget(
-        host=host.address,
-        port=host.port,
-        user=host.user,
-        key_file=creds.key_file,
-        identity_agent=creds.identity_agent,
-        known_hosts_file=creds.known_hosts_file,
-        accept_new_host_key=args.accept_new_host_key,
-    )
-
-
-def dry_run_key_label(args: argparse.Namespace) -> str | None:
-    """The key as the dry run names it: the file given, or where the material comes from."""
-    if args.ssh_key_file:
-        return str(args.ssh_key_file)
-    return f"<key from ${env.CXML_SSH_KEY}>" if env.get(env.CXML_SSH_KEY) else None
+def host_target(host: Host, creds: keys.SshCredentials, args: argparse.Namespace) -> ssh.SshTarget:
+    return keys.ssh_target(creds, args, host.address, host.port, host.user)
 
 
 @dataclass(frozen=True)
@@ -76,19 +54,11 @@ class CommandLine:
     """What the executor would run for a host's step (for the dry run)."""
 
     args: argparse.Namespace
-    key_label: str | None
-    known_hosts_label: str
+    credentials: keys.SshCredentials
+    """The key and known_hosts as the dry run names them (keys.dry_run_credentials)."""
 
     def __call__(self, host: Host, step: PlanStep) -> list[str]:
-        target = ssh.SshTarget(
-            host=host.address,
-            port=host.port,
-            user=host.user,
-            key_file=self.key_label,
-            known_hosts_file=self.known_hosts_label,
-            accept_new_host_key=self.args.accept_new_host_key,
-        )
-        return ssh.ssh_argv(target, step.argv)
+        return ssh.ssh_argv(host_target(host, self.credentials, self.args), step.argv)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

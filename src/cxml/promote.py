@@ -54,15 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
 
         def make_target(host: str, port: int, user: str | None) -> ssh.SshTarget:
-            return ssh.SshTarget(
-                host=host,
-                port=port,
-                user=user,
-                key_file=creds.key_file,
-                identity_agent=creds.identity_agent,
-                known_hosts_file=creds.known_hosts_file,
-                accept_new_host_key=args.accept_new_host_key,
-            )
+            return keys.ssh_target(creds, args, host, port, user)
 
         source_hosts = environment_hosts(source, make_target)
         target_hosts = environment_hosts(target, make_target)

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys.credentials_from_args(args) as creds,
         tempfile.TemporaryDirectory(prefix="cxml-release-") as work,
     ):
-        targets = [(d, ssh_target(d, creds, args)) for d in destinations]
+        targets = [(d, destination_target(d, creds, args)) for d in destinations]
         if args.status:
             show_status(targets)
             return 0
@@ -429,12 +429,7 @@ def report_rollout(results: Sequence[Result]) -> None:
 
 def dry_run(args: argparse.Namespace, destination: Destination, release: ReleaseInfo | None) -> str:
     """The plan, with the ssh commands it would run; the key is named, never read."""
-    key_label = args.ssh_key_file or (
-        f"<key from ${env.CXML_SSH_KEY}>" if env.get(env.CXML_SSH_KEY) else None
-    )
-    target = ssh_target(
-        destination, keys.SshCredentials(key_label, "<known_hosts from input>"), args
-    )
+    target = destination_target(destination, keys.dry_run_credentials(args), args)
     deploy_plan = (
         plan.plan_rollback(destination.agent)
         if release is None
@@ -457,17 +452,13 @@ def known_hosts_source(args: argparse.Namespace) -> str:
     return f"${env.CXML_KNOWN_HOSTS} (the redeploy action's known-hosts input)"
 
 
-def ssh_target(
+def destination_target(
     destination: Destination, creds: keys.SshCredentials, args: argparse.Namespace
 ) -> ssh.SshTarget:
-    return ssh.SshTarget(
-        host=destination.host,
-        port=destination.port,
-        user=destination.user,
-        key_file=creds.key_file,
-        identity_agent=creds.identity_agent,
-        known_hosts_file=creds.known_hosts_file,
-        accept_new_host_key=args.accept_new_host_key,
+    """keys.ssh_target with what only a deploy has: the upload limit, and where known_hosts came
+    from for the message when a host key does not match."""
+    return replace(
+        keys.ssh_target(creds, args, destination.host, destination.port, destination.user),
         upload_limit_kbit_s=args.upload_limit_kbit,
         known_hosts_source=known_hosts_source(args),
     )

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cxml.gate.decide import gate_exit_code
     from cxml.records.gate import read_gate
     from cxml.report.build import write_report  # report.md once per pipeline
+    from cxml.tracking.background import collect_eval_metrics
 
     started = time.perf_counter()
     console.info("== train")
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.info("== report")
     params = load_params(args.params)
     report_path = write_report(params, Path(args.params) if args.params else default_params_path())
+    collect_eval_metrics(params)
     gate = read_gate(params.outputs.gate)
     console.info(
         f"== done in {time.perf_counter() - started:.1f}s: gate {gate.decision}, report in {report_path}"
@@ -61,6 +63,7 @@ def evaluate_arguments(args: argparse.Namespace) -> list[str]:
         *(["--params", args.params] if args.params else []),
         *(["--baseline", args.baseline] if args.baseline else []),
         "--no-fail",
+        "--tracking-in-background",  # the report below collects it
         *(["--device", args.device] if args.device else []),
     ]
 

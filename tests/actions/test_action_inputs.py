@@ -41,6 +41,7 @@ ROOT_ENV = {
     "CXML_REPORT_NAME": "${{ inputs.report-name }}",
     "CXML_REPORT_MODEL_CHANGED": "${{ steps.train.outputs.model-changed }}",
     "CXML_EVALUATE_FAIL_ON_GATE": "false",
+    "CXML_EVALUATE_TRACKING_IN_BACKGROUND": "true",
 }
 
 
@@ -110,6 +111,7 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "CXML_EVALUATE_BASELINE": "git:origin/main",
             "CXML_EVALUATE_GATE": "accuracy >= 0.9\n\n   \n  loss <= baseline * 1.1  \n",
             "CXML_EVALUATE_FAIL_ON_GATE": "false",
+            "CXML_EVALUATE_TRACKING_IN_BACKGROUND": "true",
         },
         [
             "--params=p.yaml",
@@ -117,6 +119,7 @@ ARGV_CASES: list[tuple[str, dict[str, str], list[str]]] = [
             "--gate=accuracy >= 0.9",
             "--gate=loss <= baseline * 1.1",
             "--no-fail",
+            "--tracking-in-background",
         ],
     ),
     # report

@@ -136,9 +136,10 @@ def test_root_action_runs_the_same_scripts_as_the_separate_actions() -> None:
 
 def test_root_action_takes_the_union_of_the_step_inputs() -> None:
     # The report's `target`/`name` are prefixed in the root action (a `name` input would read as
-    # the action's name); `model-changed` is wired from the train step inside it.
+    # the action's name); `model-changed` is wired from the train step inside it, and
+    # `tracking-in-background` is always on (its report step follows in the same job).
     renamed = {"target": "report-target", "name": "report-name"}
-    wired_inside = {"model-changed"}
+    wired_inside = {"model-changed", "tracking-in-background"}
     root_inputs = set(load_action(REPO_ROOT / "action.yml")["inputs"])
     for step in ("train", "evaluate", "report"):
         step_inputs = set(load_action(REPO_ROOT / "actions" / step / "action.yml")["inputs"])

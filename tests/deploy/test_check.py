@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cxml.core.errors import ConfigError
@@ -43,10 +41,10 @@ from tests.support.deploy import (
     make_model_file,
     nginx_proxy,
     ssh_server,
-    stop_process,
     stop_services,
     write_workspace,
 )
+from tests.support.serving import running_serve
 from tests.support.tabular import (
     TABULAR_PARAMS,
     skewed_tabular_model_file,
@@ -56,6 +54,21 @@ from tests.support.tabular import (
 __all__ = ["nginx_proxy", "ssh_server"]  # fixtures, used by name
 
 TIMEOUT_S = 300
+
+
+def run_cxml(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m cxml *args` in `cwd`, its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", "cxml", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=env,
+        check=False,
+    )
 
 
 # --- pure parts -----------------------------------------------------------------------------------
@@ -213,27 +226,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serve(bundle: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [PYTHON, "-m", "cxml.serve", "--bundle", str(bundle), "--port", str(port)],
-            stdout=out,
-            stderr=out,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
-        yield url
-    finally:
-        stop_process(process)
+    with running_serve(["--bundle", str(bundle)], log, timeout_s=90) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")
@@ -259,14 +253,8 @@ def run_check(
     summary = workspace / "summary.md"
     summary.write_text("")
     environment = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
-    result = subprocess.run(
-        [PYTHON, "-m", "cxml", "check", "--env", "staging", "--model", "model.pt", *extra],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=environment,
-        check=False,
+    result = run_cxml(
+        workspace, "check", "--env", "staging", "--model", "model.pt", *extra, env=environment
     )
     report = json.loads(output.read_text()) if output.exists() else None
     return result, report
@@ -396,14 +384,7 @@ def test_an_environment_without_public_url_is_a_config_error(tmp_path: Path) -> 
     config = config_with_checks(None)
     (tmp_path / "deploy.yaml").write_text(json.dumps(config))
     make_model_file(tmp_path / "model.pt")
-    result = subprocess.run(
-        [PYTHON, "-m", "cxml", "check", "--env", "staging", "--model", "model.pt"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    result = run_cxml(tmp_path, "check", "--env", "staging", "--model", "model.pt")
     assert result.returncode == 2
     assert (
         "has no proxy.public_url to check (host 127.0.0.1:22); set it in deploy.yaml or pass --url"
@@ -458,28 +439,12 @@ def test_redeploy_to_staging_moves_its_alias_and_the_check_passes_through_nginx(
     environment["CXML_KNOWN_HOSTS"] = ssh_server.known_hosts
     environment["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
-        deployed = subprocess.run(
-            [PYTHON, "-m", "cxml", "redeploy", "--env", "staging"],
-            cwd=workspace,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            env=environment,
-            check=False,
-        )
+        deployed = run_cxml(workspace, "redeploy", "--env", "staging", env=environment)
         assert_ok(deployed)
         assert "registry alias staging -> cxml-model version 1" in deployed.stdout
         aliases = registry.get_model_version("cxml-model", "1").aliases
         assert list(aliases) == ["staging"]  # champion follows production only
-        checked = subprocess.run(
-            [PYTHON, "-m", "cxml", "check", "--env", "staging"],
-            cwd=workspace,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            env=environment,
-            check=False,
-        )
+        checked = run_cxml(workspace, "check", "--env", "staging", env=environment)
         assert_ok(checked)
         report = json.loads((workspace / "checks" / "staging.json").read_text())
         assert report["passed"] and report["urls"][0]["online"]["mismatches"] == 0

@@ -536,3 +536,84 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     production = config.environment("production")
     assert production.settings.keep == 3 and production.settings.drain == 5.0
     assert [host.address for host in production.hosts] == ["a", "b"]
+
+
+# --- canary: and checks: numbers, each message pinned ---------------------------------------
+
+FRACTION = "expected a fraction between 0 and 1 (0.01 is one point)"
+FRACTION_RANGE = "a fraction is between 0 and 1 (0.01 is one point)"
+RATIO = "expected a ratio to the current release like 1.5"
+RATIO_RANGE = "a ratio to the current release is at least 1 (1.5: 50% slower)"
+POSITIVE = "expected a number greater than 0"
+POSITIVE_RANGE = "must be a finite number greater than 0"
+SECONDS = "expected a number of seconds"
+
+
+def section_error(section: str, values: dict[str, object]) -> str:
+    document = minimal()
+    document["environments"]["production"][section] = values
+    return error_of(document).removeprefix(f"deploy.yaml: environments.production.{section}.")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("canary", "weight", "10", "expected a whole percent of the traffic like 10, got '10'"),
+        ("canary", "weight", 10.0, "expected a whole percent of the traffic like 10, got 10.0"),
+        ("canary", "weight", True, "expected a whole percent of the traffic like 10, got True"),
+        ("canary", "weight", 0, "a canary takes 1 to 99 percent of the traffic, got 0"),
+        ("canary", "weight", 100, "a canary takes 1 to 99 percent of the traffic, got 100"),
+        ("canary", "window", "1m", f"{SECONDS}, got '1m'"),
+        ("canary", "window", 0, "must be a finite number greater than 0, got 0"),
+        ("canary", "interval", float("inf"), "must be a finite number greater than 0, got inf"),
+        ("canary", "min_requests", 2.5, "expected a whole number of requests of at least 1, got 2.5"),
+        ("canary", "min_requests", 0, "expected a whole number of requests of at least 1, got 0"),
+        ("canary", "min_requests", [], "expected a whole number of requests of at least 1, got a list"),
+        ("canary", "max_error_rate_increase", "1%", f"{FRACTION}, got '1%'"),
+        ("canary", "max_error_rate_increase", -0.1, f"{FRACTION_RANGE}, got -0.1"),
+        ("canary", "max_error_rate_increase", 2, f"{FRACTION_RANGE}, got 2"),
+        ("canary", "max_error_rate_increase", float("nan"), f"{FRACTION_RANGE}, got nan"),
+        ("canary", "max_p95_ratio", False, f"{RATIO}, got False"),
+        ("canary", "max_p95_ratio", 0.9, f"{RATIO_RANGE}, got 0.9"),
+        ("canary", "max_p99_ratio", float("inf"), f"{RATIO_RANGE}, got inf"),
+        ("canary", "max_class_shift", 1.5, f"{FRACTION_RANGE}, got 1.5"),
+        ("checks", "sample", "64", "expected a whole number of images from 1 to 10000, got '64'"),
+        ("checks", "sample", 0, "expected a whole number of images from 1 to 10000, got 0"),
+        ("checks", "sample", 10_001, "expected a whole number of images from 1 to 10000, got 10001"),
+        ("checks", "rate", "fast", f"{POSITIVE}, got 'fast'"),
+        ("checks", "rate", 0, f"{POSITIVE_RANGE}, got 0"),
+        ("checks", "duration", -1.5, f"{POSITIVE_RANGE}, got -1.5"),
+        ("checks", "max_p99_ms", float("nan"), f"{POSITIVE_RANGE}, got nan"),
+        ("checks", "max_error_rate", True, f"{FRACTION}, got True"),
+        ("checks", "max_error_rate", 1.01, f"{FRACTION_RANGE}, got 1.01"),
+        ("checks", "min_rps", 0.0, f"{POSITIVE_RANGE}, got 0.0"),
+    ],
+)  # fmt: skip
+def test_each_canary_and_checks_number_names_its_problem(
+    section: str, key: str, value: object, message: str
+) -> None:
+    assert section_error(section, {key: value}) == f"{key}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("section", "values"),
+    [
+        ("canary", {"weight": 1, "window": 0.5, "interval": 0.5, "min_requests": 1}),
+        ("canary", {"weight": 99, "max_error_rate_increase": 0, "max_class_shift": 1}),
+        ("canary", {"max_p95_ratio": 1, "max_p99_ratio": 1}),
+        ("checks", {"sample": 1, "rate": 0.1, "duration": 1, "max_error_rate": 0}),
+        ("checks", {"sample": 10_000, "max_error_rate": 1, "min_rps": 1e-9, "max_p99_ms": 1}),
+    ],
+)
+def test_canary_and_checks_numbers_at_their_limits_load(
+    section: str, values: dict[str, object]
+) -> None:
+    document = minimal()
+    document["environments"]["production"][section] = values
+    environment = deploy_config_from_mapping(document).environment("production")
+    loaded = environment.canary if section == "canary" else environment.checks
+    for key, value in values.items():
+        assert getattr(loaded, key) == value
+        assert type(getattr(loaded, key)) is (
+            int if key in ("weight", "min_requests", "sample") else float
+        )

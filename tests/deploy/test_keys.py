@@ -6,6 +6,7 @@ a real process that is sent SIGTERM or SIGKILL in the middle of its upload.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -104,15 +105,43 @@ def agent_credentials(server: SshServer) -> Iterator[keys.SshCredentials]:
         yield creds
 
 
+def credential_args(*argv: str) -> argparse.Namespace:
+    """The options as `cxml redeploy` and `cxml host setup` parse them."""
+    parser = argparse.ArgumentParser()
+    keys.add_credential_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
 def target(server: SshServer, creds: keys.SshCredentials) -> ssh.SshTarget:
-    return ssh.SshTarget(
-        host=server.host,
-        port=server.port,
-        user=server.user,
-        key_file=creds.key_file,
-        identity_agent=creds.identity_agent,
-        known_hosts_file=creds.known_hosts_file,
+    return keys.ssh_target(creds, credential_args(), server.host, server.port, server.user)
+
+
+def test_a_target_carries_the_credentials_and_the_host_key_choice() -> None:
+    creds = keys.SshCredentials("/p/id_key.pub", "/p/known_hosts", identity_agent="/p/agent")
+    strict = keys.ssh_target(creds, credential_args(), "serve.example", 2222, "deploy")
+    assert strict == ssh.SshTarget(
+        host="serve.example",
+        port=2222,
+        user="deploy",
+        key_file="/p/id_key.pub",
+        known_hosts_file="/p/known_hosts",
+        identity_agent="/p/agent",
     )
+    trusting = keys.ssh_target(creds, credential_args("--accept-new-host-key"), "h", 22, None)
+    assert trusting.accept_new_host_key and trusting.destination == "h"
+
+
+def test_a_dry_run_names_the_key_and_never_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(keys.CXML_SSH_KEY, raising=False)
+    assert keys.dry_run_credentials(credential_args()) == keys.SshCredentials(
+        None, "<known_hosts from input>"
+    )
+    monkeypatch.setenv(keys.CXML_SSH_KEY, "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n")
+    from_env = keys.dry_run_credentials(credential_args())
+    assert from_env.key_file == f"<key from ${keys.CXML_SSH_KEY}>"
+    assert "secret" not in repr(from_env)
+    given = keys.dry_run_credentials(credential_args("--ssh-key-file", "/keys/id"))
+    assert given == keys.SshCredentials("/keys/id", "<known_hosts from input>")
 
 
 def test_key_material_logs_in_through_an_agent_and_never_touches_disk(

@@ -43,11 +43,10 @@ from tests.support.deploy import (
     DeployHost,
     RequestLoop,
     assert_ok,
-    deploy_env,
+    client_env,
     host_state,
     served_version,
-    start_deploy_host,
-    start_ssh_servers,
+    start_deploy_hosts,
     write_workspace,
 )
 
@@ -321,25 +320,17 @@ def test_bad_canary_numbers_are_one_clear_error(canary: object, expected: str) -
 class Hosts:
     staging: DeployHost
     production: list[DeployHost]
-    known_hosts: str
-    key: str
+
+    def client_env(self) -> dict[str, str]:
+        return client_env([self.staging, *self.production])
 
 
 @pytest.fixture
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     """Staging on one host, production on two; two sshd that accept one key, an nginx each."""
     with contextlib.ExitStack() as stack:
-        servers = start_ssh_servers(stack, tmp_path_factory, 2)
-        made = [
-            start_deploy_host(stack, tmp_path_factory, server)
-            for server in (servers[0], servers[0], servers[1])
-        ]
-        yield Hosts(
-            staging=made[0],
-            production=made[1:],
-            known_hosts="".join(server.known_hosts for server in servers),
-            key=servers[0].key_file.read_text(),
-        )
+        made = start_deploy_hosts(stack, tmp_path_factory, on_servers=(0, 0, 1))
+        yield Hosts(staging=made[0], production=made[1:])
 
 
 SERVE = {**PROCESS_SERVE, "serve_args": ["--workers", "1", "--threads", "1"]}
@@ -375,11 +366,9 @@ def run_cxml(
     summary: Path | None = None,
     tracking_uri: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = deploy_env()
+    env = hosts.client_env()
     if tracking_uri is not None:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env["CXML_SSH_KEY"] = hosts.key
-    env["CXML_KNOWN_HOSTS"] = hosts.known_hosts
     if summary is not None:
         env["GITHUB_STEP_SUMMARY"] = str(summary)
     return subprocess.run(
@@ -618,9 +607,7 @@ def test_a_killed_promotion_holds_the_host_until_the_next_promote_aborts_its_can
     assert not (production.root / "releases" / str(release)).exists()
     assert host_state(production.root)["current"] == before
 
-    env = deploy_env()
-    env["CXML_SSH_KEY"] = hosts.key
-    env["CXML_KNOWN_HOSTS"] = hosts.known_hosts
+    env = hosts.client_env()
     log = tmp_path / "promote.log"
     with log.open("w") as output:
         client = subprocess.Popen(

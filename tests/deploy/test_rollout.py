@@ -22,11 +22,11 @@ from tests.support.deploy import (
     DeployHost,
     RequestLoop,
     assert_ok,
+    client_env,
     deploy_env,
     host_state,
     served_version,
-    start_deploy_host,
-    start_ssh_servers,
+    start_deploy_hosts,
     write_workspace,
 )
 
@@ -37,8 +37,7 @@ pytestmark = pytest.mark.slow
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DeployHost]]:
     """Two hosts that accept one deploy key (the first sshd's client key)."""
     with contextlib.ExitStack() as stack:
-        servers = start_ssh_servers(stack, tmp_path_factory, 2)
-        yield [start_deploy_host(stack, tmp_path_factory, server) for server in servers]
+        yield start_deploy_hosts(stack, tmp_path_factory, on_servers=(0, 1))
 
 
 def write_deploy_yaml(workspace: Path, hosts: list[DeployHost], **host_overrides: object) -> None:
@@ -56,16 +55,13 @@ def redeploy(
     workspace: Path, hosts: list[DeployHost], *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """`cxml redeploy --env production`: everything else from deploy.yaml and the environment."""
-    env = deploy_env()
-    env["CXML_SSH_KEY"] = hosts[0].ssh.key_file.read_text()
-    env["CXML_KNOWN_HOSTS"] = "".join(host.ssh.known_hosts for host in hosts)
     return subprocess.run(
         [PYTHON, "-m", "cxml.redeploy", "--env", "production", "--no-alias", *extra],
         cwd=workspace,
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=client_env(hosts),
     )
 
 

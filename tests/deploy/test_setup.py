@@ -155,6 +155,16 @@ def host_setup(
     )
 
 
+def refused_setup(
+    directory: Path, server: SshServer, nginx: Nginx, root: Path, **serve: object
+) -> subprocess.CompletedProcess[str]:
+    """`cxml host setup` with `write_deploy_yaml`'s deploy.yaml, which must end in exit 3 (a
+    runtime error on the host)."""
+    result = host_setup(write_deploy_yaml(directory, server, nginx, root, **serve), server)
+    assert result.returncode == 3, result.stdout + result.stderr
+    return result
+
+
 def status_lines(stdout: str) -> list[str]:
     return [line.strip() for line in stdout.splitlines() if line.startswith("  ")]
 
@@ -208,15 +218,8 @@ def test_broken_reload_command_is_refused_and_the_files_stay_valid(
     tmp_path: Path, ssh_server: SshServer, nginx: Nginx
 ) -> None:
     root = tmp_path / "host" / "cxml"
-    config = write_deploy_yaml(
-        tmp_path,
-        ssh_server,
-        nginx,
-        root,
-        proxy={"reload": "/bin/false", "check": [*nginx.command("-t")]},
-    )
-    result = host_setup(config, ssh_server)
-    assert result.returncode == 3, result.stdout + result.stderr
+    proxy = {"reload": "/bin/false", "check": [*nginx.command("-t")]}
+    result = refused_setup(tmp_path, ssh_server, nginx, root, proxy=proxy)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert f"127.0.0.1:{ssh_server.port}" in errors[0]
@@ -229,9 +232,7 @@ def test_nginx_that_does_not_include_the_files_is_refused_and_nothing_is_left_be
     tmp_path: Path, ssh_server: SshServer, nginx: Nginx
 ) -> None:
     nginx.config.write_text(nginx_config(nginx.prefix, nginx.port, ""))
-    root = tmp_path / "host" / "cxml"
-    result = host_setup(write_deploy_yaml(tmp_path, ssh_server, nginx, root), ssh_server)
-    assert result.returncode == 3, result.stdout + result.stderr
+    result = refused_setup(tmp_path, ssh_server, nginx, tmp_path / "host" / "cxml")
     assert "nginx does not include" in result.stderr and "include " in result.stderr
     assert list(nginx.include_dir.iterdir()) == []
 
@@ -241,11 +242,7 @@ def test_host_without_cxml_is_refused_with_the_fix(
     tmp_path: Path, ssh_server: SshServer, nginx: Nginx
 ) -> None:
     root = tmp_path / "host" / "cxml"
-    config = write_deploy_yaml(
-        tmp_path, ssh_server, nginx, root, remote_python="/usr/bin/python3 -I"
-    )
-    result = host_setup(config, ssh_server)
-    assert result.returncode == 3, result.stdout + result.stderr
+    result = refused_setup(tmp_path, ssh_server, nginx, root, remote_python="/usr/bin/python3 -I")
     assert "cxml is not installed" in result.stderr and "--install" in result.stderr
     assert not root.exists()
 

@@ -13,14 +13,14 @@ import torch
 from cxml.core.config import DataConfig, ModelConfig, Params, params_from_mapping, validate_ranges
 from cxml.core.errors import ConfigError, DataError
 from cxml.ml import models
-from cxml.ml.data import Dataset, load_dataset
+from cxml.ml.data import load_dataset
 from cxml.ml.pixels import FEATURE_INPUT_SCALE, IMAGE_INPUT_SCALE, normalise_with
 from cxml.ml.tabular import (
     BREAST_CANCER_FEATURES,
     feature_stats,
-    metadata_fields,
     roc_auc,
 )
+from tests.support.tabular import mlp_metadata
 
 HEADER = "height,weight,kind\n"
 
@@ -227,17 +227,7 @@ def test_mlp_round_trips_through_the_model_file(tmp_path: Path) -> None:
     data = load_dataset(DataConfig(source="breast_cancer"))
     model_cfg = ModelConfig(architecture="mlp", hidden_sizes=(8, 4))
     network = models.build_model("mlp", 2, 30, model_cfg.hidden_sizes)
-    mean, std = data.channel_stats()
-    metadata = models.ModelMetadata(
-        architecture="mlp",
-        num_classes=2,
-        class_names=data.class_names,
-        input_size=data.input_size,
-        mean=mean,
-        std=std,
-        cxml_version="test",
-        **metadata_fields(model_cfg, data),
-    )
+    metadata = mlp_metadata(data, model_cfg)
     assert metadata.tabular and metadata.hidden_sizes == (8, 4)
     assert metadata.feature_min[0] == pytest.approx(float(data.train.images[:, 0].min()), abs=1e-5)
     path = tmp_path / "model.pt"
@@ -254,7 +244,7 @@ def test_the_model_file_holds_the_true_feature_statistics(tmp_path: Path) -> Non
     """Anyone reading the model file sees each feature's mean/std in its own units."""
     data = load_dataset(DataConfig(source="breast_cancer"))
     rows = data.train.images.flatten(1).double()
-    metadata = tabular_metadata(data, ModelConfig(architecture="mlp"))
+    metadata = mlp_metadata(data, ModelConfig(architecture="mlp"))
     assert metadata.input_scale == 1.0
     assert metadata.mean[3] == pytest.approx(float(rows[:, 3].mean()), rel=1e-9)  # mean area
     assert metadata.mean[3] > 500 and metadata.std[3] == pytest.approx(float(rows[:, 3].std()))
@@ -293,20 +283,6 @@ def test_old_tabular_files_with_pixel_convention_statistics_still_answer_alike()
     new = normalise_with(rows, mean, std, FEATURE_INPUT_SCALE)
     old = normalise_with(rows, old_mean, old_std)
     assert torch.allclose(new, old, atol=1e-4)
-
-
-def tabular_metadata(data: Dataset, model_cfg: ModelConfig) -> models.ModelMetadata:
-    mean, std = data.channel_stats()
-    return models.ModelMetadata(
-        architecture="mlp",
-        num_classes=2,
-        class_names=data.class_names,
-        input_size=data.input_size,
-        mean=mean,
-        std=std,
-        cxml_version="test",
-        **metadata_fields(model_cfg, data),
-    )
 
 
 def test_roc_auc_matches_scikit_learn() -> None:

@@ -10,22 +10,28 @@ import pytest
 
 from cxml.core.errors import RecordError
 from cxml.gate.decide import run_gate
-from cxml.records.gate import NO_BASELINE, read_gate
+from cxml.records.gate import NO_BASELINE, GateResult, read_gate
 from cxml.records.run import RunRecord, write_run
+
+
+def passing_gate(folder: Path, model: Path) -> GateResult:
+    """`accuracy >= 0.9` passed on 0.95, judging `model` with `folder`/run.json; written to
+    `folder`/gate.json."""
+    return run_gate(
+        ["accuracy >= 0.9"],
+        {"accuracy": 0.95},
+        NO_BASELINE,
+        str(folder / "gate.json"),
+        model_path=str(model),
+        run_info=str(folder / "run.json"),
+    )
 
 
 def test_the_judged_model_round_trips(tmp_path: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights" * 1000)
     write_run(tmp_path / "run.json", RunRecord(run_id="abc123", model_path=str(model)))
-    written = run_gate(
-        ["accuracy >= 0.9"],
-        {"accuracy": 0.95},
-        NO_BASELINE,
-        str(tmp_path / "gate.json"),
-        model_path=str(model),
-        run_info=str(tmp_path / "run.json"),
-    )
+    written = passing_gate(tmp_path, model)
     raw = json.loads((tmp_path / "gate.json").read_text())
     expected_sha = hashlib.sha256(model.read_bytes()).hexdigest()
     assert raw["model"] == {"path": str(model), "sha256": expected_sha, "run_id": "abc123"}
@@ -39,14 +45,7 @@ def test_the_judged_model_round_trips(tmp_path: Path) -> None:
 
 
 def test_a_missing_model_or_run_records_nulls(tmp_path: Path) -> None:
-    run_gate(
-        ["accuracy >= 0.9"],
-        {"accuracy": 0.95},
-        NO_BASELINE,
-        str(tmp_path / "gate.json"),
-        model_path=str(tmp_path / "gone.pt"),
-        run_info=str(tmp_path / "run.json"),
-    )
+    passing_gate(tmp_path, tmp_path / "gone.pt")
     raw = json.loads((tmp_path / "gate.json").read_text())
     assert raw["model"] == {"path": str(tmp_path / "gone.pt"), "sha256": None, "run_id": None}
     read = read_gate(tmp_path / "gate.json")
@@ -57,14 +56,7 @@ def test_a_run_json_about_another_model_gives_no_run_id(tmp_path: Path) -> None:
     model = tmp_path / "other.pt"
     model.write_bytes(b"x")
     write_run(tmp_path / "run.json", RunRecord(run_id="abc123", model_path="model/model.pt"))
-    gate = run_gate(
-        ["accuracy >= 0.9"],
-        {"accuracy": 0.95},
-        NO_BASELINE,
-        str(tmp_path / "gate.json"),
-        model_path=str(model),
-        run_info=str(tmp_path / "run.json"),
-    )
+    gate = passing_gate(tmp_path, model)
     assert gate.model_run_id is None and gate.model_sha256 is not None
 
 

@@ -12,10 +12,14 @@ import pytest
 import yaml
 
 from cxml.action import step_argv
-from cxml.core.console import run_entry_point
-from cxml.report.step import main
-from tests.support.github_server import FakeGitHub, github_server, pull_request_event  # noqa: F401
-from tests.support.report import Workspace, clean_env, in_actions, workspace  # noqa: F401
+from tests.support.github_server import FakeGitHub, github_server  # noqa: F401
+from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
+    Workspace,
+    clean_env,
+    in_pull_request,
+    report,
+    workspace,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD_SHA = "e" * 40
@@ -34,17 +38,6 @@ def ws(workspace: Workspace) -> Workspace:  # noqa: F811
     return workspace
 
 
-def pr_job(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Path, token: str | None = None
-) -> None:
-    event = pull_request_event(7, head_sha=HEAD_SHA)
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", event, token=token)
-
-
-def report(*args: str) -> int:
-    return run_entry_point(main, list(args))
-
-
 def blob_writes(fake: FakeGitHub) -> int:
     return sum(1 for r in fake.requests if r.method == "POST" and r.path.endswith("/git/blobs"))
 
@@ -52,7 +45,7 @@ def blob_writes(fake: FakeGitHub) -> int:
 def test_auto_with_a_job_token_that_can_write_contents_publishes_the_charts(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pr_job(monkeypatch, fake, tmp_path)
+    in_pull_request(monkeypatch, fake, tmp_path, head_sha=HEAD_SHA)
     assert report("--publish-images=auto") == 0
     assert len(fake.branch_files("cxml-assets")) == 3
     body = fake.issue_comments(7)[0]["body"]
@@ -66,7 +59,7 @@ def test_auto_with_a_job_token_without_contents_write_falls_back_quietly(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pr_job(monkeypatch, fake, tmp_path, token=COMMENTS_ONLY)
+    in_pull_request(monkeypatch, fake, tmp_path, token=COMMENTS_ONLY, head_sha=HEAD_SHA)
     assert report("--publish-images", "auto") == 0
     captured = capsys.readouterr()
     assert "warning" not in captured.err
@@ -83,7 +76,7 @@ def test_auto_with_a_user_token_that_cannot_push_does_not_try(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = fake.add_token("ghp_triageOnlyUser0123456789", "comments", login="triager")
-    pr_job(monkeypatch, fake, tmp_path, token=token)
+    in_pull_request(monkeypatch, fake, tmp_path, token=token, head_sha=HEAD_SHA)
     assert report("--publish-images=auto") == 0
     assert blob_writes(fake) == 0
     assert any(r.operation_id == "repos/get" for r in fake.requests)
@@ -94,7 +87,7 @@ def test_auto_with_a_user_token_that_can_push_publishes(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = fake.add_token("ghp_maintainerUser0123456789", "write", login="maintainer")
-    pr_job(monkeypatch, fake, tmp_path, token=token)
+    in_pull_request(monkeypatch, fake, tmp_path, token=token, head_sha=HEAD_SHA)
     assert report("--publish-images=auto") == 0
     assert len(fake.branch_files("cxml-assets")) == 3
 
@@ -102,7 +95,7 @@ def test_auto_with_a_user_token_that_can_push_publishes(
 def test_false_never_publishes_and_the_note_names_the_action_input(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pr_job(monkeypatch, fake, tmp_path)
+    in_pull_request(monkeypatch, fake, tmp_path, head_sha=HEAD_SHA)
     assert report("--publish-images=false") == 0
     assert blob_writes(fake) == 0
     body = fake.issue_comments(7)[0]["body"]
@@ -117,7 +110,7 @@ def test_true_warns_when_the_token_cannot_write_contents(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pr_job(monkeypatch, fake, tmp_path, token=COMMENTS_ONLY)
+    in_pull_request(monkeypatch, fake, tmp_path, token=COMMENTS_ONLY, head_sha=HEAD_SHA)
     assert report("--publish-images") == 0
     assert "warning: images not published: token cannot" in capsys.readouterr().err
     assert len(fake.issue_comments(7)) == 1

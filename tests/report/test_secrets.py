@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cxml.core.console import run_entry_point
 from cxml.report.forges.gitlab import GitLabClient
-from cxml.report.step import main
 from tests.conftest import FAST_PARAMS, PYTHON, git, write_params
 from tests.support.github_server import FakeGitHub, github_server, pull_request_event  # noqa: F401
 from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
@@ -26,8 +24,9 @@ from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
     Workspace,
     actions_env,
     clean_env,
-    in_actions,
     in_gitlab_pipeline,
+    in_pull_request,
+    report,
     workspace,
 )
 
@@ -55,19 +54,9 @@ def ws(workspace: Workspace) -> Workspace:  # noqa: F811
     return workspace
 
 
-def report(*args: str) -> int:
-    return run_entry_point(main, list(args))
-
-
 def pull_request_env(fake: FakeGitHub, folder: Path, *, token: str) -> dict[str, str]:
     """What GitHub Actions gives the report step of a pull_request job, pointed at the fake."""
     return actions_env(fake, folder, "pull_request", pull_request_event(7), token=token)
-
-
-def in_pull_request(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, folder: Path, *, token: str
-) -> None:
-    in_actions(monkeypatch, fake, folder, "pull_request", pull_request_event(7), token=token)
 
 
 def forget_tracking_uri(root: Path) -> None:

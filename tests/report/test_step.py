@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cxml.core.console import run_entry_point
-from cxml.report.step import main
-from tests.support.github_server import FakeGitHub, github_server, pull_request_event, push_event  # noqa: F401
+from tests.support.github_server import FakeGitHub, github_server, push_event  # noqa: F401
 from tests.support.report import (  # noqa: F401 - fixtures `ws` uses
     Workspace,
     clean_env,
     in_actions,
+    in_pull_request,
+    report,
     step_outputs,
     workspace,
 )
@@ -35,10 +35,6 @@ def fake(github_server: FakeGitHub) -> FakeGitHub:  # noqa: F811
 def ws(workspace: Workspace) -> Workspace:  # noqa: F811
     """This change on top of a committed baseline at origin/main; the current directory."""
     return workspace
-
-
-def report(*args: str) -> int:
-    return run_entry_point(main, list(args))
 
 
 # ---------------------------------------------------------------- local use
@@ -100,9 +96,7 @@ def test_report_module_does_not_import_torch(tmp_path: Path) -> None:
 def test_pull_request_comment_is_created_then_updated_in_place(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = in_actions(
-        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
-    )
+    files = in_pull_request(monkeypatch, fake, tmp_path, head_sha=HEAD_SHA)
     assert report() == 0
     first = fake.issue_comments(7)
     assert len(first) == 1
@@ -136,7 +130,7 @@ def test_pull_request_comment_is_created_then_updated_in_place(
 def test_two_models_in_one_repository_keep_their_own_comments(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     assert report("--name", "digits-small", "--no-images") == 0
     assert report("--name", "digits-large", "--no-images") == 0
     assert report("--name", "digits-small", "--no-images") == 0
@@ -151,7 +145,7 @@ def test_a_comment_someone_else_signed_with_our_watermark_is_left_alone(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     mallory = fake.add_token("ghp_malloryPersonalToken000", login="mallory")
     planted = "<!-- cxml-report: cxml-model -->\n### ✅ Gate passed\n\nLooks great, merge it."
     post_as(fake, mallory, 7, planted)
@@ -173,7 +167,7 @@ def test_comment_author_picks_whose_comment_is_updated(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     assert report("--no-images") == 0
     assert report("--no-images", "--comment-author", "someone-else") == 0
     assert len(fake.issue_comments(7)) == 2  # the bot's comment is not someone-else's
@@ -211,7 +205,7 @@ def test_the_job_summary_fits_githubs_1_mib_counted_in_bytes(
         "class,accuracy,support\n" + "".join(f"{c},0.9,27\n" for c in classes), encoding="utf-8"
     )
     (ws.root / "plots" / "confusion.csv").unlink()
-    files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    files = in_pull_request(monkeypatch, fake, tmp_path)
     files["summary"].write_text("## Earlier step output\n\n", encoding="utf-8")
     full = ws.root / "report.md"
     assert report("--no-images") == 0
@@ -227,7 +221,7 @@ def test_the_job_summary_fits_githubs_1_mib_counted_in_bytes(
 def test_a_dropped_connection_while_posting_leaves_one_comment(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     fake.drop_after_next("POST", r"/issues/7/comments$")
     assert report("--no-images") == 0
     assert len(fake.issue_comments(7)) == 1
@@ -236,7 +230,7 @@ def test_a_dropped_connection_while_posting_leaves_one_comment(
 def test_an_answer_cut_off_after_posting_leaves_one_comment(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     fake.cut_body_next("POST", r"/issues/7/comments$")  # created, then half an answer
     assert report("--no-images") == 0
     assert len(fake.issue_comments(7)) == 1
@@ -252,8 +246,8 @@ def test_an_answer_cut_off_after_posting_leaves_one_comment(
 def test_target_commit_on_a_pull_request_comments_on_the_head_not_the_merge_commit(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(
-        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
+    in_pull_request(
+        monkeypatch, fake, tmp_path, head_sha=HEAD_SHA
     )  # GITHUB_SHA is the merge commit ("f" * 40), which is not on the PR branch
     assert report("--target", "commit", "--no-images") == 0
     assert len(fake.commit_comments(HEAD_SHA)) == 1
@@ -281,7 +275,7 @@ def test_dry_run_in_a_pull_request_job_sends_nothing_and_writes_the_summary(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    files = in_pull_request(monkeypatch, fake, tmp_path)
     assert report("--dry-run", "--publish-images") == 0
     assert fake.requests == []
     assert "<!-- cxml-report: cxml-model -->" in files["summary"].read_text()
@@ -293,7 +287,7 @@ def test_dry_run_in_a_pull_request_job_sends_nothing_and_writes_the_summary(
 def test_target_none_posts_nothing(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    files = in_pull_request(monkeypatch, fake, tmp_path)
     assert report("--target", "none", "--no-images") == 0
     assert fake.requests == []
     assert "comment-url" not in step_outputs(files["output"])
@@ -307,9 +301,7 @@ def test_target_none_with_publish_images_publishes_and_posts_no_comment(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(
-        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
-    )
+    in_pull_request(monkeypatch, fake, tmp_path, head_sha=HEAD_SHA)
     assert report("--target", "none", "--publish-images") == 0
     assert len(fake.branch_files("cxml-assets")) == 3
     assert fake.issue_comments(7) == []
@@ -325,9 +317,7 @@ def test_target_none_with_publish_images_publishes_and_posts_no_comment(
 def test_publish_images_pushes_pngs_to_the_assets_branch_and_links_them(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(
-        monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7, head_sha=HEAD_SHA)
-    )
+    in_pull_request(monkeypatch, fake, tmp_path, head_sha=HEAD_SHA)
     assert report("--publish-images") == 0
     files = fake.branch_files("cxml-assets")
     assert sorted(files) == [
@@ -347,7 +337,7 @@ def test_an_image_upload_failure_warns_and_posts_the_comment_without_images(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     fake.fail_next("POST", r"/git/blobs$", status=404, message="Not Found")
     assert report("--publish-images") == 0
     assert "warning: images not published: GitHub answered 404" in capsys.readouterr().err
@@ -401,7 +391,7 @@ def test_bad_token_fails_with_a_fix_and_never_prints_the_token(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     secret = "ghp_leakMeIfYouCan0123456789abcdef"
     monkeypatch.setenv("GITHUB_TOKEN", secret)
     assert report("--no-images") == 2
@@ -417,8 +407,7 @@ def test_fork_pull_request_with_read_only_token_points_at_workflow_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    event = pull_request_event(7, head_repository="someone/octo-repo")
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", event)
+    in_pull_request(monkeypatch, fake, tmp_path, head_repository="someone/octo-repo")
     monkeypatch.setenv("GITHUB_TOKEN", fake.add_token("ghs_forkReadOnly", "read"))
     assert report("--no-images") == 2
     err = capsys.readouterr().err
@@ -434,7 +423,7 @@ def test_api_down_fails_within_the_timeout(
 ) -> None:
     down = FakeGitHub()  # bound, then closed: nothing listens on its port
     down.stop()
-    in_actions(monkeypatch, down, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, down, tmp_path)
     assert report("--no-images", "--timeout", "1") == 3  # the forge failed, not the input
     err = capsys.readouterr().err
     assert "GitHub API at 127.0.0.1" in err and "did not complete GET" in err
@@ -448,7 +437,7 @@ def test_api_answering_503_forever_ends_within_the_timeout_for_the_whole_deliver
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     for method in ("GET", "POST", "PATCH"):
         fake.fail_next(method, r"", status=503, times=10_000)
     started = time.monotonic()
@@ -469,7 +458,7 @@ def test_api_answering_503_forever_ends_within_the_timeout_for_the_whole_deliver
 def test_an_api_url_without_https_is_one_error_line_without_a_traceback(
     ws: Workspace, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     monkeypatch.setenv("GITHUB_API_URL", "api.github.com")
     result = subprocess.run(
         [sys.executable, "-m", "cxml.report", "--no-images"],
@@ -503,7 +492,7 @@ def test_other_unusable_api_urls_name_the_option(
     api_url: str,
     reason: str,
 ) -> None:
-    in_actions(monkeypatch, fake, tmp_path, "pull_request", pull_request_event(7))
+    in_pull_request(monkeypatch, fake, tmp_path)
     assert report("--no-images", "--api-url", api_url) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: GITHUB_API_URL / --api-url is {api_url!r}") and reason in err

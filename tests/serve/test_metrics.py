@@ -66,6 +66,11 @@ def sample(text: str, series: str) -> float:
     raise AssertionError(f"{series} not in:\n{text}")
 
 
+def assert_buckets(text: str, histogram: str, expected: dict[str, float]) -> None:
+    """Each bucket `le` of `histogram` in /metrics text holds the cumulative count `expected[le]`."""
+    assert {le: sample(text, f'{histogram}_bucket{{le="{le}"}}') for le in expected} == expected
+
+
 def test_the_release_is_one_info_series_for_joins() -> None:
     labels = ReleaseLabels("3-abc", "3", "cxml-model", 'run "7"')
     text = ServiceMetrics().render("3", "3-abc", labels=labels)
@@ -87,15 +92,9 @@ def test_image_inputs_are_summarised_by_size_and_brightness() -> None:
     metrics.record_images([70_000], [255.0])
     text = metrics.render("1", "r1", reference_brightness=76.5)
     assert "# TYPE cxml_input_bytes histogram" in text
-    assert sample(text, 'cxml_input_bytes_bucket{le="1024"}') == 1
-    assert sample(text, 'cxml_input_bytes_bucket{le="4096"}') == 2
-    assert sample(text, 'cxml_input_bytes_bucket{le="262144"}') == 3
-    assert sample(text, 'cxml_input_bytes_bucket{le="+Inf"}') == 3
+    assert_buckets(text, "cxml_input_bytes", {"1024": 1, "4096": 2, "262144": 3, "+Inf": 3})
     assert sample(text, "cxml_input_bytes_sum") == 73_500
-    assert sample(text, 'cxml_input_brightness_bucket{le="16"}') == 1
-    assert sample(text, 'cxml_input_brightness_bucket{le="208"}') == 2
-    assert sample(text, 'cxml_input_brightness_bucket{le="240"}') == 2
-    assert sample(text, 'cxml_input_brightness_bucket{le="+Inf"}') == 3
+    assert_buckets(text, "cxml_input_brightness", {"16": 1, "208": 2, "240": 2, "+Inf": 3})
     assert sample(text, "cxml_input_brightness_sum") == 465
     assert sample(text, "cxml_input_brightness_count") == 3
     assert sample(text, "cxml_input_brightness_reference") == 76.5
@@ -106,9 +105,7 @@ def test_tabular_rows_are_summarised_by_their_standard_score() -> None:
     metrics = ServiceMetrics()
     metrics.record_rows(300, [-0.1, 2.5, -4.0])
     text = metrics.render("1", "r1", tabular=True)
-    assert sample(text, 'cxml_input_standard_score_bucket{le="-3"}') == 1
-    assert sample(text, 'cxml_input_standard_score_bucket{le="0"}') == 2
-    assert sample(text, 'cxml_input_standard_score_bucket{le="3"}') == 3
+    assert_buckets(text, "cxml_input_standard_score", {"-3": 1, "0": 2, "3": 3})
     assert sample(text, "cxml_input_standard_score_sum") == pytest.approx(-1.6)
     assert sample(text, "cxml_input_bytes_sum") == 300  # each row its share of the body
     assert sample(text, "cxml_input_bytes_count") == 3

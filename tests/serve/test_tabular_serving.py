@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,11 +18,11 @@ from cxml.core.config import DataConfig, ModelConfig
 from cxml.ml import models
 from cxml.ml.batches import normalise
 from cxml.ml.data import Dataset, load_dataset
-from cxml.ml.tabular import metadata_fields
 from cxml.serve.app import create_app
 from cxml.serve.service import PredictionService
 from cxml.serve.step import parse_args, settings_from_args
-from tests.support.deploy import PYTHON, free_port
+from tests.support.serving import running_serve
+from tests.support.tabular import mlp_metadata
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +35,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, data: Dataset) -> Path:
     torch.manual_seed(5)
     model_cfg = ModelConfig(architecture="mlp", hidden_sizes=(16, 8))
     network = models.build_model("mlp", 2, 30, model_cfg.hidden_sizes)
-    mean, std = data.channel_stats()
-    metadata = models.ModelMetadata(
-        architecture="mlp",
-        num_classes=2,
-        class_names=data.class_names,
-        input_size=data.input_size,
-        mean=mean,
-        std=std,
-        cxml_version="test",
-        **metadata_fields(model_cfg, data),
-    )
+    metadata = mlp_metadata(data, model_cfg)
     path = tmp_path_factory.mktemp("tabular") / "model.pt"
     models.save_model_file(path, network, metadata)
     return path
@@ -210,35 +198,12 @@ def batch_totals(service: PredictionService) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_a_real_cxml_serve_process_answers_feature_rows(model_path: Path, data: Dataset) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "cxml.cli",
-            "serve",
-            "--model",
-            str(model_path),
-            "--device",
-            "cpu",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+def test_a_real_cxml_serve_process_answers_feature_rows(
+    model_path: Path, data: Dataset, tmp_path: Path
+) -> None:
+    argv = ["--model", str(model_path), "--device", "cpu", "--workers", "1"]
+    with running_serve(argv, tmp_path / "serve.log") as served:
+        base = served.url
         rows = rows_of(data, 2)
         response = httpx.post(f"{base}/predict", json={"rows": rows}, timeout=10)
         assert response.status_code == 200, response.text
@@ -249,6 +214,3 @@ def test_a_real_cxml_serve_process_answers_feature_rows(model_path: Path, data: 
             json.loads(httpx.get(f"{base}/version", timeout=10).text)["feature_names"][0]
             == "mean radius"
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)

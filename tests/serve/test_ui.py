@@ -546,6 +546,27 @@ def wait_until(condition: object, timeout_s: float = 20.0) -> object:
     return WebDriverWait(None, timeout_s).until(lambda _: condition())  # type: ignore[operator]
 
 
+def wait_ready(browser: object) -> None:
+    """Until the page's script has marked <body data-ready>."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+
+
+def open_page(browser: object, base: str) -> None:
+    """`base`/ in the browser, once its answer is seen to carry the strict CSP; returns when the
+    page is ready."""
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    page = httpx.get(f"{base}/", timeout=10)
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    browser.get(f"{base}/")
+    wait_ready(browser)
+
+
 @pytest.mark.slow
 @needs_chromium
 def test_the_page_in_a_real_browser_shows_what_predict_answers(
@@ -558,11 +579,7 @@ def test_the_page_in_a_real_browser_shows_what_predict_answers(
 
     assert isinstance(browser, WebDriver)
     base = served_trained_model
-    page = httpx.get(f"{base}/", timeout=10)
-    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-
-    browser.get(f"{base}/")
-    wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    open_page(browser, base)
     assert browser.find_element(By.ID, "model-name").text == "digits-classifier"
     facts = browser.find_element(By.ID, "facts").text
     assert "7" in facts and "small_cnn" in facts
@@ -596,7 +613,7 @@ def test_the_page_in_a_real_browser_shows_what_predict_answers(
 
     # keyboard: on a fresh page, Tab reaches the file input (the drop zone's real control) first
     browser.refresh()
-    wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    wait_ready(browser)
     ActionChains(browser).send_keys(Keys.TAB).perform()
     assert browser.switch_to.active_element.get_attribute("id") == "image-file"
 
@@ -619,12 +636,7 @@ def test_the_tabular_form_in_a_real_browser_shows_what_predict_answers(
     assert isinstance(browser, WebDriver)
     base = served_tabular_model
     version = httpx.get(f"{base}/version", timeout=10).json()
-    assert httpx.get(f"{base}/", timeout=10).headers["content-security-policy"] == (
-        CONTENT_SECURITY_POLICY
-    )
-
-    browser.get(f"{base}/")
-    wait_until(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    open_page(browser, base)
     assert browser.find_element(By.ID, "model-name").text == "breast-cancer"
     assert not browser.find_element(By.ID, "features-input").get_attribute("hidden")
     assert browser.find_element(By.ID, "image-input").get_attribute("hidden")

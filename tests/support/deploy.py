@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,3 +481,22 @@ def start_deploy_host(
     root = tmp_path_factory.mktemp("host") / "cxml"
     stack.callback(stop_services, root)
     return DeployHost(server, proxy, root)
+
+
+def start_deploy_hosts(
+    stack: contextlib.ExitStack, tmp_path_factory: pytest.TempPathFactory, on_servers: Sequence[int]
+) -> list[DeployHost]:
+    """A host (fresh nginx and root) on each sshd numbered in `on_servers`; the sshd all accept
+    one deploy key, and two hosts may share one sshd."""
+    servers = start_ssh_servers(stack, tmp_path_factory, max(on_servers) + 1)
+    return [start_deploy_host(stack, tmp_path_factory, servers[index]) for index in on_servers]
+
+
+def client_env(hosts: Sequence[DeployHost]) -> dict[str, str]:
+    """`deploy_env()` with the deploy key (the first host's sshd client key) and the host key of
+    each sshd behind `hosts`, as a CI job passes them."""
+    env = deploy_env()
+    env["CXML_SSH_KEY"] = hosts[0].ssh.key_file.read_text()
+    known_hosts = {host.ssh.port: host.ssh.known_hosts for host in hosts}
+    env["CXML_KNOWN_HOSTS"] = "".join(known_hosts.values())
+    return env

@@ -21,7 +21,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from cxml.core.console import run_entry_point
+from cxml.report.step import main as report_main
 from tests.conftest import git
+from tests.support.github_server import pull_request_event
 
 CLASSES = [str(i) for i in range(10)]
 GITLAB_TOKEN = "glpat-fakeProjectToken123"
@@ -302,6 +305,25 @@ def in_actions(
     for key, value in actions_env(fake, folder, event_name, event, token=token).items():
         monkeypatch.setenv(key, value)
     return {"output": folder / "github_output", "summary": folder / "step_summary"}
+
+
+def in_pull_request(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: Any,
+    folder: Path,
+    *,
+    token: str | None = None,
+    **event_fields: Any,
+) -> dict[str, Path]:
+    """`in_actions` for a `pull_request` job on PR #7 of the fake GitHub (`event_fields` go to
+    `pull_request_event`, e.g. `head_sha`)."""
+    event = pull_request_event(7, **event_fields)
+    return in_actions(monkeypatch, fake, folder, "pull_request", event, token=token)
+
+
+def report(*args: str) -> int:
+    """`cxml report *args` in this process, as the command line runs it: its exit code."""
+    return run_entry_point(report_main, list(args))
 
 
 def actions_env(

@@ -22,7 +22,7 @@ import re
 import shlex
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -635,6 +635,61 @@ _SECTIONS: dict[str, dict[str, Check]] = {
 }
 
 
+# --- the numbers of the canary: and checks: sections -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Number:
+    """A number setting's check: its kind and range, and the words its two messages use."""
+
+    expected: str
+    """`expected {expected}, got ...` for a value of the wrong kind."""
+    _: KW_ONLY
+    minimum: float
+    maximum: float = math.inf
+    whole: bool = False
+    above_minimum: bool = False
+    """The minimum itself is refused."""
+    out_of_range: str | None = None
+    """`{out_of_range}, got ...` for a number outside the range; None: the `expected` message."""
+
+    def __call__(self, value: object, key: str) -> float:
+        kind = int if self.whole else int | float
+        if isinstance(value, bool) or not isinstance(value, kind):
+            _fail(key, f"expected {self.expected}, got {_show(value)}")
+        if not self.in_range(value):
+            if self.out_of_range is None:
+                _fail(key, f"expected {self.expected}, got {_show(value)}")
+            _fail(key, f"{self.out_of_range}, got {value!r}")
+        return value if self.whole else float(value)
+
+    def in_range(self, value: float) -> bool:
+        # a whole number is never tested with isfinite: a huge int cannot become a float
+        if not self.whole and not math.isfinite(value):
+            return False
+        above = value > self.minimum if self.above_minimum else value >= self.minimum
+        return above and value <= self.maximum
+
+
+_FRACTION = _Number(
+    "a fraction between 0 and 1 (0.01 is one point)",
+    minimum=0,
+    maximum=1,
+    out_of_range="a fraction is between 0 and 1 (0.01 is one point)",
+)
+_RATIO = _Number(
+    "a ratio to the current release like 1.5",
+    minimum=1,
+    out_of_range="a ratio to the current release is at least 1 (1.5: 50% slower)",
+)
+_POSITIVE = _Number(
+    "a number greater than 0",
+    minimum=0,
+    above_minimum=True,
+    out_of_range="must be a finite number greater than 0",
+)
+
+
 # --- canary ----------------------------------------------------------------------------------
 
 
@@ -645,45 +700,21 @@ def _without(raw: object, name: str) -> object:
     return raw
 
 
-def _fraction(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(key, f"expected a fraction between 0 and 1 (0.01 is one point), got {_show(value)}")
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        _fail(key, f"a fraction is between 0 and 1 (0.01 is one point), got {value!r}")
-    return float(value)
-
-
-def _ratio(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(key, f"expected a ratio to the current release like 1.5, got {_show(value)}")
-    if not math.isfinite(value) or value < 1:
-        _fail(key, f"a ratio to the current release is at least 1 (1.5: 50% slower), got {value!r}")
-    return float(value)
-
-
-def _percent(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(key, f"expected a whole percent of the traffic like 10, got {_show(value)}")
-    if not 1 <= value <= 99:
-        _fail(key, f"a canary takes 1 to 99 percent of the traffic, got {value}")
-    return value
-
-
-def _count(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _fail(key, f"expected a whole number of requests of at least 1, got {_show(value)}")
-    return value
-
-
 _CANARY_KEYS: dict[str, Check] = {
-    "weight": _percent,
+    "weight": _Number(
+        "a whole percent of the traffic like 10",
+        minimum=1,
+        maximum=99,
+        whole=True,
+        out_of_range="a canary takes 1 to 99 percent of the traffic",
+    ),
     "window": _seconds,
     "interval": _seconds,
-    "min_requests": _count,
-    "max_error_rate_increase": _fraction,
-    "max_p95_ratio": _ratio,
-    "max_p99_ratio": _ratio,
-    "max_class_shift": _fraction,
+    "min_requests": _Number("a whole number of requests of at least 1", minimum=1, whole=True),
+    "max_error_rate_increase": _FRACTION,
+    "max_p95_ratio": _RATIO,
+    "max_p99_ratio": _RATIO,
+    "max_class_shift": _FRACTION,
 }
 
 
@@ -721,27 +752,15 @@ def _canary(raw: object, key: str) -> CanarySettings | None:
 # --- checks ----------------------------------------------------------------------------------
 
 
-def _positive(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(key, f"expected a number greater than 0, got {_show(value)}")
-    if not math.isfinite(value) or value <= 0:
-        _fail(key, f"must be a finite number greater than 0, got {value!r}")
-    return float(value)
-
-
-def _images(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-        _fail(key, f"expected a whole number of images from 1 to 10000, got {_show(value)}")
-    return value
-
-
 _CHECK_KEYS: dict[str, Check] = {
-    "sample": _images,
-    "rate": _positive,
-    "duration": _positive,
-    "max_p99_ms": _positive,
-    "max_error_rate": _fraction,
-    "min_rps": _positive,
+    "sample": _Number(
+        "a whole number of images from 1 to 10000", minimum=1, maximum=10_000, whole=True
+    ),
+    "rate": _POSITIVE,
+    "duration": _POSITIVE,
+    "max_p99_ms": _POSITIVE,
+    "max_error_rate": _FRACTION,
+    "min_rps": _POSITIVE,
 }
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from cxml.core import env
 from cxml.core.env import CXML_KNOWN_HOSTS, CXML_SSH_KEY
 from cxml.core.errors import ConfigError, DeployError
+from cxml.core.processes import process_exists
+from cxml.deploy import ssh
 
 PRIVATE_DIR_PREFIX = "cxml-ssh-"
 AGENT_SOCKET_NAME = "agent"
@@ -36,6 +38,8 @@ MAX_SOCKET_PATH = 100
 AGENT_START_TIMEOUT_S = 15.0
 AGENT_WATCHER = 'echo "$SSH_AGENT_PID"; exec cat >/dev/null'
 """The agent's command: reports the agent's pid, then lives exactly as long as our pipe."""
+DRY_RUN_KNOWN_HOSTS = "<known_hosts from input>"
+"""known_hosts as a dry run names it: it reads no input."""
 
 
 @dataclass(frozen=True)
@@ -151,16 +155,6 @@ def private_dir_pid(entry: Path) -> int | None:
     if status.st_uid != os.getuid():
         return None
     return int(pid_text)
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the agent -------------------------------------------------------------------------------
@@ -306,6 +300,31 @@ def credentials_from_args(args: argparse.Namespace) -> AbstractContextManager[Ss
         key_material=env.get(CXML_SSH_KEY),
         known_hosts=args.known_hosts or env.get(CXML_KNOWN_HOSTS),
         known_hosts_file=args.known_hosts_file,
+        accept_new_host_key=args.accept_new_host_key,
+    )
+
+
+def dry_run_credentials(args: argparse.Namespace) -> SshCredentials:
+    """The credentials as a dry run names them: the key file given, or where the key material
+    would come from; nothing is read and no agent is started."""
+    key_label = args.ssh_key_file or (
+        f"<key from ${CXML_SSH_KEY}>" if env.get(CXML_SSH_KEY) else None
+    )
+    return SshCredentials(key_label, DRY_RUN_KNOWN_HOSTS)
+
+
+def ssh_target(
+    creds: SshCredentials, args: argparse.Namespace, host: str, port: int, user: str | None
+) -> ssh.SshTarget:
+    """How to reach one host with `creds` and the host-key choice of the options
+    `add_credential_arguments` adds."""
+    return ssh.SshTarget(
+        host=host,
+        port=port,
+        user=user,
+        key_file=creds.key_file,
+        identity_agent=creds.identity_agent,
+        known_hosts_file=creds.known_hosts_file,
         accept_new_host_key=args.accept_new_host_key,
     )
 

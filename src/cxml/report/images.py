@@ -124,18 +124,17 @@ def shown_confusion(
     count = len(matrix.classes)
     if count <= limit:
         return matrix, ""
-    predicted_totals = [sum(column) for column in zip(*matrix.counts, strict=True)]
-    mistakes = [
-        sum(matrix.counts[i]) + predicted_totals[i] - 2 * matrix.counts[i][i] for i in range(count)
-    ]
+    mistakes = [0] * count  # as actual plus as predicted
+    for i, j, n in matrix.nonzero:
+        if i != j:
+            mistakes[i] += n
+            mistakes[j] += n
     top = sorted(sorted(range(count), key=lambda i: -mistakes[i])[:limit])
     group = {index: position for position, index in enumerate(top)}
     other = len(top)
     counts = [[0] * (other + 1) for _ in range(other + 1)]
-    for i, row in enumerate(matrix.counts):
-        for j, n in enumerate(row):
-            if n:
-                counts[group.get(i, other)][group.get(j, other)] += n
+    for i, j, n in matrix.nonzero:
+        counts[group.get(i, other)][group.get(j, other)] += n
     shown = ConfusionMatrix(
         classes=(*(matrix.classes[i] for i in top), OTHER_CLASSES),
         counts=tuple(tuple(row) for row in counts),

@@ -356,16 +356,12 @@ def confusion_section(matrix: ConfusionMatrix | None) -> str | None:
 
 
 def top_confusions(matrix: ConfusionMatrix, limit: int = 10) -> str:
-    mistakes = [
-        (n, actual, predicted)
-        for i, actual in enumerate(matrix.classes)
-        for j, predicted in enumerate(matrix.classes)
-        if i != j and (n := matrix.counts[i][j]) > 0
-    ]
+    mistakes = [(n, i, j) for i, j, n in matrix.nonzero if i != j and n > 0]
     if not mistakes:
         return "No misclassified test images."
-    mistakes.sort(key=lambda m: -m[0])
-    rows = [[code_cell(a), code_cell(p), str(n)] for n, a, p in mistakes[:limit]]
+    mistakes.sort(key=lambda m: -m[0])  # stable: ties stay in row, then column order
+    names = matrix.classes
+    rows = [[code_cell(names[i]), code_cell(names[j]), str(n)] for n, i, j in mistakes[:limit]]
     return f"Most frequent mistakes ({len(matrix.classes)} classes):\n\n" + table(
         ["actual", "predicted", "images"], ["---", "---", "---:"], rows
     )

@@ -33,6 +33,7 @@ from cxml.report.markdown import (
 from cxml.report.model import ChartImage, ReportData
 from cxml.report.pr_artifact import ANY_WATERMARK, post_pull_request_artifact
 from cxml.report.sources import load_markdown_file, load_report_data, rewrite_local_images
+from cxml.tracking.background import collect_eval_metrics
 
 DEFAULT_IMAGES_BRANCH = "cxml-assets"
 PUBLISH_CHOICES = ("auto", "true", "false")
@@ -171,9 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_artifact is not None:
         if args.markdown is not None:
             raise ConfigError("--markdown and --from-artifact post different reports; pass one")
-        return post_pull_request_artifact(args)
+        posted = post_pull_request_artifact(args)
+        collect_pending_tracking(args.params)
+        return posted
     if args.markdown is not None:
-        return post_markdown_file(args, author=author)
+        posted = post_markdown_file(args, author=author)
+        collect_pending_tracking(args.params)
+        return posted
     if args.deploy_file is not None and not args.deploy_file.is_file():
         raise ConfigError(
             f"--deploy-file {args.deploy_file} does not exist; give the path of deploy.yaml, "
@@ -204,9 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ghactions.set_output("report-file", str(report_path))
     if args.dry_run:
         console.info(comment)
-        return 0
-    post_comment(forge, comment, data.name, author=author)
+    else:
+        post_comment(forge, comment, data.name, author=author)
+    collect_eval_metrics(params)  # what evaluate left logging in the background, after the post
     return 0
+
+
+def collect_pending_tracking(params_path: Path | None) -> None:
+    """What evaluate left logging in the background (`--tracking-in-background`), when it did."""
+    from cxml.tracking.background import HANDOFF
+
+    if HANDOFF.exists():
+        collect_eval_metrics(load_params(params_path or default_params_path()))
 
 
 def about_this_change(data: ReportData, forge: Forge, *, model_unchanged: bool) -> ReportData:

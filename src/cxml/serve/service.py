@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cxml import __version__
+from cxml.core.console import info
 from cxml.core.errors import ConfigError, RecordError
 from cxml.core.metrics import EVAL_METRICS
 from cxml.serve.metrics import ServiceMetrics
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from cxml.ml.models import ModelMetadata
+    from cxml.serve.layout import LayoutChoice
 
 SUMMARY_METRICS = EVAL_METRICS
 
@@ -31,6 +33,7 @@ class PredictionService:
         # its workers; each sets its own thread count in warm_up, after the fork.
         torch.set_num_threads(1)
         self.model, self.metadata = load_pixel_model(settings, self.device)
+        self.layout, self.channels_last_model = self.choose_layout()
         self.ready = False
         self.metrics = metrics if metrics is not None else ServiceMetrics()
 
@@ -42,14 +45,36 @@ class PredictionService:
         channels, height, width = self.metadata.input_size
         blank = torch.zeros((2, channels, height, width), dtype=torch.uint8)
         self.classify(blank)
+        if self.channels_last_model is not None:  # its own first pass is slow too
+            self.classify(blank[:1])
         self.ready = True
+
+    def choose_layout(self) -> tuple[LayoutChoice, torch.nn.Module | None]:
+        """The memory layout per batch size (serve/layout.py), and the channels-last copy of the
+        model when some batches use it; logged once, before any worker forks."""
+        from cxml.serve.layout import LayoutChoice, channels_last_copy, choose_layout
+
+        input_size = self.metadata.input_size
+        if self.settings.layout == "standard":
+            return LayoutChoice(), None
+        if self.settings.layout == "channels-last":
+            return LayoutChoice(self.settings.max_batch), channels_last_copy(self.model)
+        choice, copy = choose_layout(self.model, input_size, self.device)
+        if choice.timings_ms:
+            info(f"forward passes: {choice.describe()}")
+        return choice, copy
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 N,C,H,W -> logits, normalised by the one normaliser training uses."""
         import torch
 
+        model = self.model
+        if self.channels_last_model is not None and len(batch) <= self.layout.channels_last_up_to:
+            from cxml.serve.layout import to_channels_last
+
+            model, batch = self.channels_last_model, to_channels_last(batch)
         with torch.inference_mode():
-            logits: torch.Tensor = self.model(batch.to(self.device, non_blocking=True))
+            logits: torch.Tensor = model(batch.to(self.device, non_blocking=True))
         return logits
 
     def classify(self, batch: torch.Tensor) -> list[list[float]]:

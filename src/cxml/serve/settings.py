@@ -47,6 +47,12 @@ class ServeSettings:
     release_name: str = "local"
     ui: bool = True
     """Serve the demo page (/, /ui/*, /examples); `--no-ui` turns it off."""
+    layout: str = "auto"
+    """Memory layout of forward passes on CPU: auto (timed at load, serve/layout.py), standard,
+    or channels-last (every batch)."""
+
+
+LAYOUTS = ("auto", "standard", "channels-last")
 
 
 def default_workers(device: str) -> int:

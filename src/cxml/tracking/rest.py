@@ -325,3 +325,11 @@ class RestEvalMetrics:
     def wait(self, timeout: float) -> BaseException | None:
         del timeout  # `send` is bounded by itself (attempts x REQUEST_TIMEOUT_S)
         return self._error
+
+    @property
+    def in_background(self) -> bool:
+        return False  # milliseconds: always logged before the step exits
+
+    @property
+    def runs_beside(self) -> bool:
+        return False

@@ -290,17 +290,31 @@ class EvalMetricsLogger(Protocol):
 
     def wait(self, timeout: float) -> BaseException | None: ...
 
+    @property
+    def in_background(self) -> bool: ...
 
-def start_eval_metrics(tracking_uri: str | None, run_id: str) -> EvalMetricsLogger:
+    @property
+    def runs_beside(self) -> bool:
+        """Whether a process works beside the step (taking a core) until it has logged."""
+        ...
+
+
+def start_eval_metrics(
+    tracking_uri: str | None, run_id: str, *, in_background: bool = False
+) -> EvalMetricsLogger:
     """For an http(s) tracking server, MLflow's REST API (one log-batch call of a few ms, no
     mlflow import); for a SQLite or file store, which only the mlflow package can write (or an
-    auth plugin only it has), the child process that opens it while the step runs the model."""
+    auth plugin only it has), the child process that opens it while the step runs the model.
+    `in_background`: that child outlives the step and a later one collects its outcome
+    (tracking/background.py)."""
     from cxml.tracking.rest import RestEvalMetrics, is_server_uri, needs_mlflow_client
 
     uri = resolve_tracking_uri(tracking_uri)
     if is_server_uri(uri) and not needs_mlflow_client():
         return RestEvalMetrics(uri, run_id)
-    return EarlyEvalMetrics(tracking_uri, run_id)
+    from cxml.tracking.background import HANDOFF
+
+    return EarlyEvalMetrics(tracking_uri, run_id, handoff=HANDOFF if in_background else None)
 
 
 class EarlyEvalMetrics:
@@ -312,12 +326,19 @@ class EarlyEvalMetrics:
     doing it stalls the latency trials' single-image calls at every GIL hand-off (measured on 2
     cores: 7.4 s of trials instead of about 1 s, timings of the stall, not of the model). The
     tracking URI and run go through stdin, never argv (a URI may carry credentials); a step
-    that stops before `send` closes stdin and the child exits without logging anything."""
+    that stops before `send` closes stdin and the child exits without logging anything.
 
-    def __init__(self, tracking_uri: str | None, run_id: str) -> None:
+    With a `handoff` file the child is left running by `wait` (in its own session, so a Ctrl-C
+    meant for the step does not cut its transaction short) and records its outcome there for
+    the step that collects it (tracking/background.py)."""
+
+    def __init__(self, tracking_uri: str | None, run_id: str, handoff: Path | None = None) -> None:
         import subprocess
         import sys
         import tempfile
+
+        self.run_id = run_id
+        self.handoff = handoff
 
         # a file, not a pipe: chatter cannot block the child; closed in `wait`. The child gets
         # the step's environment (MLflow's credentials) and interpreter, so this same cxml.
@@ -331,10 +352,23 @@ class EarlyEvalMetrics:
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
                 text=True,
+                start_new_session=handoff is not None,
             )
         except OSError as exc:  # reported by `wait`, per tracking.required
             self._start_error = exc
-        self._write({"tracking_uri": tracking_uri, "run_id": run_id})
+        request: dict[str, Any] = {"tracking_uri": tracking_uri, "run_id": run_id}
+        if handoff is not None:
+            request["handoff"] = str(handoff)
+        self._write(request)
+
+    @property
+    def in_background(self) -> bool:
+        """Whether `wait` leaves the logging to a later step."""
+        return self.handoff is not None and self._child is not None
+
+    @property
+    def runs_beside(self) -> bool:
+        return self._child is not None
 
     def _write(self, message: Mapping[str, Any] | None) -> None:
         """One JSON line to the child, or (None) the end of its input."""
@@ -354,17 +388,27 @@ class EarlyEvalMetrics:
             stdin.close()
 
     def send(self, metrics: Mapping[str, float]) -> None:
+        if self.in_background and self._child is not None:
+            from cxml.tracking.background import Handoff, write_handoff
+
+            # before the metrics: the child records its outcome only after reading them
+            assert self.handoff is not None
+            write_handoff(Handoff(self.run_id, self._child.pid), self.handoff)
         self._write({name: float(value) for name, value in metrics.items()})
         self._write(None)
 
     def wait(self, timeout: float) -> BaseException | None:
-        """The child's outcome; a child not sent anything exits without logging."""
+        """The child's outcome; a child not sent anything exits without logging. In the
+        background: None at once, the child carries on and the hand-off file gets its outcome."""
         import subprocess
 
         self._write(None)
         if self._child is None:
             self._stderr.close()
             return self._start_error
+        if self.in_background:
+            self._stderr.close()  # the child keeps its own descriptor
+            return None
         try:
             self._child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -397,14 +441,41 @@ EVAL_BATCH_CHILD = (
 def eval_batch_child() -> int:
     """The child of `EarlyEvalMetrics`: stdin line 1 names the run, line 2 (when it comes) holds
     the metrics; end of input first means the step stopped: nothing is logged. A failure is one
-    line on stderr and exit 3."""
+    line on stderr and exit 3 (4: no such run); with a hand-off file the outcome also goes there,
+    written only once line 2 is read (after the step's own "pending")."""
+    import json
+    import os
+    import sys
+
+    request = json.loads(sys.stdin.readline() or "null")
+    if not isinstance(request, dict):
+        return 0
+    state, detail = log_requested_metrics(request)
+    if state is None:  # the step stopped before sending metrics
+        return 0
+    handoff = request.get("handoff")
+    if handoff:
+        from cxml.tracking.background import Handoff, write_handoff
+
+        run_id = str(request.get("run_id"))
+        write_handoff(Handoff(run_id, os.getpid(), state, detail), Path(handoff))
+    if detail:
+        print(detail, file=sys.stderr)
+    from cxml.tracking.background import LOGGED, RUN_NOT_FOUND
+
+    return {LOGGED: 0, RUN_NOT_FOUND: RUN_NOT_FOUND_EXIT}.get(state, 3)
+
+
+def log_requested_metrics(request: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Open the store for the run, read the metrics from stdin, log them: (state, detail) as in
+    tracking/background.py, state None when stdin ended without metrics."""
     import json
     import sys
 
+    from cxml.tracking.background import FAILED, LOGGED, RUN_NOT_FOUND
+
+    metrics_line: str | None = None
     try:
-        request = json.loads(sys.stdin.readline() or "null")
-        if not isinstance(request, dict):
-            return 0
         quiet_mlflow()  # the import: most of the seconds
         from mlflow.exceptions import MlflowException
 
@@ -413,13 +484,17 @@ def eval_batch_child() -> int:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
-            print(redact_uri(str(exc).strip().splitlines()[0]), file=sys.stderr)
-            return RUN_NOT_FOUND_EXIT
-        line = sys.stdin.readline()
-        if line:
-            batch.log(json.loads(line))
+            metrics_line = sys.stdin.readline()
+            first = redact_uri(str(exc).strip().splitlines()[0])
+            return (RUN_NOT_FOUND if metrics_line else None), first
+        metrics_line = sys.stdin.readline()
+        if not metrics_line:
+            return None, ""
+        batch.log(json.loads(metrics_line))
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
-        print(redact_uri(detail[0]) if detail else type(exc).__name__, file=sys.stderr)
-        return 3
-    return 0
+        if metrics_line is None:
+            metrics_line = sys.stdin.readline()
+        lines = str(exc).strip().splitlines()
+        detail = redact_uri(lines[0]) if lines else type(exc).__name__
+        return (FAILED if metrics_line else None), detail
+    return LOGGED, ""

@@ -145,9 +145,11 @@ def ensure_directory(path: Path, mode: int) -> Item:
             path.mkdir(parents=True)
             path.chmod(mode)
         except OSError as exc:
-            raise DeployError(
-                f"{path}: cannot be created ({exc.strerror or exc}); give the deploy user "
-                "write access to its parent, or choose another root"
+            raise path_error(
+                path,
+                "cannot be created",
+                exc,
+                "give the deploy user write access to its parent, or choose another root",
             ) from None
         return Item(what, str(path), CREATED)
     if path.stat().st_mode & 0o7777 == mode:
@@ -155,9 +157,8 @@ def ensure_directory(path: Path, mode: int) -> Item:
     try:
         path.chmod(mode)
     except OSError as exc:
-        raise DeployError(
-            f"{path}: mode cannot be set to {mode:o} ({exc.strerror or exc}); the deploy user "
-            "must own it"
+        raise path_error(
+            path, f"mode cannot be set to {mode:o}", exc, "the deploy user must own it"
         ) from None
     return Item(what, str(path), CHANGED)
 
@@ -221,9 +222,8 @@ def read_optional(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DeployError(
-            f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); fix its "
-            "permissions or choose another path"
+        raise path_error(
+            path, "cannot be read", exc, "fix its permissions or choose another path"
         ) from None
 
 
@@ -232,10 +232,15 @@ def write_file(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_text(path, text)
     except OSError as exc:
-        raise DeployError(
-            f"{path}: cannot be written ({exc.strerror or exc}); give the deploy user write "
-            f"access to {path.parent}"
+        raise path_error(
+            path, "cannot be written", exc, f"give the deploy user write access to {path.parent}"
         ) from None
+
+
+def path_error(path: Path, problem: str, exc: Exception, fix: str) -> DeployError:
+    """`PATH: PROBLEM (the system's reason); FIX` for a file or directory setup cannot handle."""
+    reason = getattr(exc, "strerror", None) or exc
+    return DeployError(f"{path}: {problem} ({reason}); {fix}")
 
 
 def restore(before: dict[Path, str | None]) -> None:
