@@ -609,7 +609,7 @@ def main() -> int:
 
         results: dict[tuple[str, int, int], list[Result]] = {}
         footprints: dict[str, list[Footprint]] = {}
-        splits: dict[str, list[list[float]]] = {}
+        splits: dict[str, dict[int, list[list[float]]]] = {}
         for round_index in range(args.rounds):
             order = specs[round_index % len(specs) :] + specs[: round_index % len(specs)]
             for spec in order:
@@ -634,9 +634,10 @@ def main() -> int:
                         for clients in client_counts:
                             before = cpu_ticks(process_tree(process.pid))
                             result = measure(spec, url, batch, clients)
-                            if batch == 1 and clients == max(client_counts):
+                            if batch == 1:
                                 after = cpu_ticks(process_tree(process.pid))
-                                splits.setdefault(spec.name, []).append(cpu_split(before, after))
+                                by_clients = splits.setdefault(spec.name, {})
+                                by_clients.setdefault(clients, []).append(cpu_split(before, after))
                             results.setdefault((spec.name, batch, clients), []).append(result)
                             print(f"  clients {clients:>2}  {result.line()}", flush=True)
                 finally:
@@ -683,7 +684,11 @@ def main() -> int:
             f"{spec.name}: start to healthy {statistics.median(f.up_s for f in runs):.1f} s, idle "
             f"RSS {statistics.median(f.rss_mb for f in runs):.0f} MB, PSS "
             f"{statistics.median(f.pss_mb for f in runs):.0f} MB; CPU split under single-image "
-            f"load: {[[round(share, 2) for share in split] for split in splits.get(spec.name, [])]}"
+            "load, per round: "
+            + "; ".join(
+                f"{clients} clients {[[round(share, 2) for share in split] for split in rounds]}"
+                for clients, rounds in sorted(splits.get(spec.name, {}).items())
+            )
         )
     return 0
 

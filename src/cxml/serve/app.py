@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cxml import __version__
 from cxml.core.console import info
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
     from fastapi import FastAPI, Request, Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from cxml.serve.balance import ConnectionShares
 
 INTERNAL_ERROR = "internal error while answering this request; the server log has the details"
 
@@ -222,12 +224,28 @@ async def send_error(send: Send, status: int, message: str) -> None:
 
 
 def run_server(
-    app: FastAPI, settings: ServeSettings, listener: socket.socket | None = None
+    app: FastAPI,
+    settings: ServeSettings,
+    listener: socket.socket | None = None,
+    shares: ConnectionShares | None = None,
+    worker: int = 0,
 ) -> None:
+    """Serve `app` with uvicorn; with `shares` (several workers), connections are evened out
+    across the workers (serve/balance.py)."""
     import uvicorn
 
+    server: uvicorn.Server | None = None
+
+    def open_connections() -> int:
+        return len(server.server_state.connections) if server is not None else 0
+
+    asgi: Any = app
+    if shares is not None:
+        from cxml.serve.balance import BalanceConnections
+
+        asgi = BalanceConnections(app, shares, worker, open_connections)
     config = uvicorn.Config(
-        app,
+        asgi,
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -236,7 +254,8 @@ def run_server(
         timeout_graceful_shutdown=30,
         timeout_keep_alive=5,
     )
-    uvicorn.Server(config).run(sockets=[listener] if listener is not None else None)
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener] if listener is not None else None)
 
 
 def serve_one(
@@ -245,6 +264,7 @@ def serve_one(
     metrics: ServiceMetrics | None = None,
     service: PredictionService | None = None,
     worker: int = 0,
+    shares: ConnectionShares | None = None,
 ) -> None:
     """Load the model (unless a supervisor loaded it before forking), warm up, answer requests."""
     if service is None:
@@ -256,4 +276,4 @@ def serve_one(
         f"http://{settings.host}:{settings.port} [{service.device}, pid {os.getpid()}, "
         f"worker {worker}, {settings.threads} thread(s)]"
     )
-    run_server(app, settings, listener)
+    run_server(app, settings, listener, shares, worker)

@@ -15,6 +15,7 @@ import traceback
 from cxml.core.console import run_entry_point
 from cxml.core.errors import ConfigError
 from cxml.serve.app import serve_one
+from cxml.serve.balance import ConnectionShares
 from cxml.serve.metrics import ServiceMetrics
 from cxml.serve.service import PredictionService
 from cxml.serve.settings import ServeSettings
@@ -63,6 +64,7 @@ def serve_workers(settings: ServeSettings) -> int:
         for listener in listeners:
             listener.close()
         raise
+    shares = ConnectionShares(len(listeners))  # before the fork: the workers share it
     share_before_fork()
     children: list[int] = []
     for index, listener in enumerate(listeners):
@@ -73,7 +75,7 @@ def serve_workers(settings: ServeSettings) -> int:
             for other in listeners:
                 if other is not listener:
                     other.close()
-            os._exit(_worker_main(settings, listener, service, index))
+            os._exit(_worker_main(settings, listener, service, index, shares))
         children.append(pid)
     for listener in listeners:
         listener.close()
@@ -130,12 +132,18 @@ def release_free_memory() -> None:
 
 
 def _worker_main(
-    settings: ServeSettings, listener: socket.socket, service: PredictionService, index: int
+    settings: ServeSettings,
+    listener: socket.socket,
+    service: PredictionService,
+    index: int,
+    shares: ConnectionShares,
 ) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        return run_entry_point(lambda _argv: _serve_and_return(listener, service, index), [])
+        return run_entry_point(
+            lambda _argv: _serve_and_return(listener, service, index, shares), []
+        )
     except BaseException:
         traceback.print_exc()
         return 1
@@ -144,6 +152,8 @@ def _worker_main(
         sys.stderr.flush()
 
 
-def _serve_and_return(listener: socket.socket, service: PredictionService, index: int) -> int:
-    serve_one(service.settings, listener, service=service, worker=index)
+def _serve_and_return(
+    listener: socket.socket, service: PredictionService, index: int, shares: ConnectionShares
+) -> int:
+    serve_one(service.settings, listener, service=service, worker=index, shares=shares)
     return 0
