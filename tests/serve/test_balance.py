@@ -4,6 +4,7 @@ two-worker `cxml serve` with long-lived clients."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import Counter
@@ -108,5 +109,9 @@ def test_long_lived_clients_end_up_evenly_spread_over_two_workers(tmp_path: Path
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
+        metrics = httpx.get(f"{served.url}/metrics", timeout=30).text
     assert not failures, failures
     assert sorted(Counter(last_worker.values()).values()) == [4, 4], (last_worker, closes)
+    counted = re.search(r"^cxml_connections_rebalanced_total (\d+)$", metrics, re.MULTILINE)
+    assert counted is not None, metrics
+    assert int(counted.group(1)) >= sum(closes.values())  # every close the clients saw

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cxml import __version__
@@ -229,9 +230,10 @@ def run_server(
     listener: socket.socket | None = None,
     shares: ConnectionShares | None = None,
     worker: int = 0,
+    on_rebalance: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` with uvicorn; with `shares` (several workers), connections are evened out
-    across the workers (serve/balance.py)."""
+    across the workers (serve/balance.py), each one closed counted by `on_rebalance`."""
     import uvicorn
 
     server: uvicorn.Server | None = None
@@ -243,7 +245,7 @@ def run_server(
     if shares is not None:
         from cxml.serve.balance import BalanceConnections
 
-        asgi = BalanceConnections(app, shares, worker, open_connections)
+        asgi = BalanceConnections(app, shares, worker, open_connections, on_rebalance)
     config = uvicorn.Config(
         asgi,
         host=settings.host,
@@ -276,4 +278,11 @@ def serve_one(
         f"http://{settings.host}:{settings.port} [{service.device}, pid {os.getpid()}, "
         f"worker {worker}, {settings.threads} thread(s)]"
     )
-    run_server(app, settings, listener, shares, worker)
+    run_server(
+        app,
+        settings,
+        listener,
+        shares,
+        worker,
+        on_rebalance=service.metrics.record_rebalanced_connection,
+    )

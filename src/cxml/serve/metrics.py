@@ -97,8 +97,9 @@ class ServiceMetrics:
         self._standard_score = Histogram(
             self._brightness.at + self._brightness.size, STANDARD_SCORE_BUCKETS
         )
-        size = self._standard_score.at + self._standard_score.size
-        self._values = multiprocessing.RawArray("d", size)
+        # | connections closed to even out the workers (serve/balance.py)
+        self._rebalanced_at = self._standard_score.at + self._standard_score.size
+        self._values = multiprocessing.RawArray("d", self._rebalanced_at + 1)
         self._lock = multiprocessing.Lock()
 
     def record_response(self, path: str, status: int) -> None:
@@ -124,6 +125,11 @@ class ServiceMetrics:
             for index, bound in enumerate(LATENCY_BUCKETS_S):
                 if seconds <= bound:
                     values[self._answers + index] += 1
+
+    def record_rebalanced_connection(self) -> None:
+        """One keep-alive connection asked to reconnect, its worker being over its share."""
+        with self._lock:
+            self._values[self._rebalanced_at] += 1
 
     def record_batch(self, images: int) -> None:
         """One forward pass of `images` images (requests batched together, or one alone)."""
@@ -197,6 +203,10 @@ class ServiceMetrics:
             "# HELP cxml_images_total Images classified.",
             "# TYPE cxml_images_total counter",
             f"cxml_images_total {int(images)}",
+            "# HELP cxml_connections_rebalanced_total Keep-alive connections answered with "
+            "Connection: close to even out the workers.",
+            "# TYPE cxml_connections_rebalanced_total counter",
+            f"cxml_connections_rebalanced_total {int(values[self._rebalanced_at])}",
             "# HELP cxml_predict_latency_seconds Time to answer a successful /predict request.",
             "# TYPE cxml_predict_latency_seconds histogram",
         ]
