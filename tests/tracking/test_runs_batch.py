@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cxml.core.processes import process_exists
 from cxml.tracking import runs
 
 
@@ -140,20 +141,11 @@ def test_a_step_that_exits_before_send_leaves_the_child_to_finish_alone(
     assert "Traceback" not in result.stderr
     child = int(result.stdout)
     deadline = time.monotonic() + 120
-    while is_running(child) and time.monotonic() < deadline:
+    while process_exists(child) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not is_running(child)
+    assert not process_exists(child)
     latest, _ = read_back(uri, run_id)
     assert not [key for key in latest if key.startswith("eval.")]
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's exit may wait for a reaper that never comes)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_child_that_cannot_start_is_reported_by_wait(monkeypatch: pytest.MonkeyPatch) -> None:
